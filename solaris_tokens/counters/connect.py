@@ -1,0 +1,77 @@
+"""Redis clients: a real server from a URL, or the embedded stand-in (fakeredis) when none is set.
+
+The embedded stand-in is a fakeredis TCP server started inside the first process that needs it
+(normally the proxy), so the same Lua scripts run and the CLI of the same working directory can
+reach the same data while that process lives. Its address is kept in `state_dir/redis.url`.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+from redis import Redis as SyncRedis
+from redis import exceptions as redis_errors
+from redis.asyncio import BlockingConnectionPool, Redis
+
+from solaris_tokens.settings import Settings
+
+_embedded_lock = threading.Lock()
+_embedded_url: str | None = None
+
+
+def async_client(url: str, settings: Settings) -> Redis:
+    """A client whose pool waits (up to the timeout) for a free connection instead of failing."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_max_connections,
+        timeout=settings.redis_timeout_seconds,
+        socket_timeout=settings.redis_timeout_seconds * 4,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        decode_responses=True,
+        health_check_interval=30,
+    )
+    return Redis(connection_pool=pool)
+
+
+def _alive(url: str) -> bool:
+    try:
+        return bool(SyncRedis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5).ping())
+    except (redis_errors.RedisError, OSError):
+        return False
+
+
+def embedded_url(settings: Settings) -> str:
+    """The address of the embedded stand-in: the running one of this directory, or a new one."""
+    global _embedded_url
+    with _embedded_lock:
+        if _embedded_url is not None:
+            return _embedded_url
+        marker = settings.state_dir / "redis.url"
+        if marker.exists():
+            url = marker.read_text().strip()
+            if url and _alive(url):
+                _embedded_url = url
+                return url
+        _embedded_url = _start_embedded(marker)
+        return _embedded_url
+
+
+def _start_embedded(marker: Path) -> str:
+    from fakeredis import TcpFakeServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="solaris-embedded-redis", daemon=True).start()
+    url = f"redis://127.0.0.1:{port}/0"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(url + "\n")
+    return url
+
+
+def redis_url(settings: Settings) -> str:
+    return settings.redis_url or embedded_url(settings)

@@ -1,0 +1,304 @@
+"""The counter store on Redis: each operation is one registered Lua script (EVALSHA)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from typing import Any, TypeVar
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+from solaris_tokens.counters.base import (
+    LedgerEvent,
+    ProfileState,
+    RawReserve,
+    RawSettle,
+    StoredCounters,
+)
+from solaris_tokens.domain import AlertKind, CreditKind, ReleaseOutcome
+from solaris_tokens.errors import InvalidInput, StoreUnavailable
+from solaris_tokens.keys import KeyBuilder
+
+T = TypeVar("T")
+
+LEDGER_GROUP = "ledger"
+_PERIOD_TTL_S = 100 * 24 * 3600  # a period hash outlives its month, then goes by itself
+_ALERT_KINDS = tuple(AlertKind)
+
+
+def _script_source(name: str) -> str:
+    lua = files("solaris_tokens.counters") / "lua"
+    return (lua / "_common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisCounterStore:
+    """CounterStore over a redis-py asyncio client (a real server, or fakeredis in-process)."""
+
+    def __init__(
+        self,
+        client: Redis,
+        keys: KeyBuilder,
+        *,
+        timeout_seconds: float = 0.25,
+        reservation_retention_ms: int = 7 * 24 * 3600 * 1000,
+    ) -> None:
+        self.client = client
+        self.keys = keys
+        self._timeout = timeout_seconds
+        self._retention_ms = reservation_retention_ms
+        self._reserve = client.register_script(_script_source("reserve"))
+        self._settle = client.register_script(_script_source("settle"))
+        self._release = client.register_script(_script_source("release"))
+        self._credit = client.register_script(_script_source("credit"))
+        self._load = client.register_script(_script_source("load"))
+        self._update = client.register_script(_script_source("update_profile"))
+        self._groups_ready = False
+
+    async def _call(self, work: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
+        """Run one store call under a deadline, turning driver errors into our own."""
+        try:
+            async with asyncio.timeout(timeout if timeout is not None else self._timeout):
+                return await work()
+        except TimeoutError as exc:
+            raise StoreUnavailable("Redis did not answer in time") from exc
+        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
+            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
+        except redis_errors.ResponseError as exc:
+            if "solaris:" in str(exc):
+                raise InvalidInput(str(exc).split("solaris:", 1)[1].strip()) from exc
+            raise
+
+    # --- the hot path -------------------------------------------------------------------------
+
+    async def reserve(
+        self, email: str, *, now_ms: int, period: str, reservation_id: str, estimate: int, expires_ms: int
+    ) -> RawReserve:
+        k = self.keys.user(email)
+        keys = [k.profile, k.period(period), k.reservations, k.reservation_expiry, k.stream]
+        args: list[str | int] = [email, now_ms, period, reservation_id, estimate, expires_ms, _PERIOD_TTL_S]
+        reply = await self._call(lambda: self._reserve(keys=keys, args=args))
+        verdict = _text(reply[0])
+        if verdict == "no_profile":
+            return RawReserve(verdict)
+        return RawReserve(
+            verdict, int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]), _text(reply[6])
+        )
+
+    async def settle(
+        self,
+        email: str,
+        *,
+        now_ms: int,
+        period: str,
+        reservation_id: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        payload: str,
+    ) -> RawSettle:
+        k = self.keys.user(email)
+        keys = [k.profile, k.period(period), k.reservations, k.reservation_expiry, k.settled, k.stream]
+        args: list[str | int] = [
+            email,
+            now_ms,
+            period,
+            reservation_id,
+            prompt_tokens,
+            completion_tokens,
+            payload,
+            now_ms - self._retention_ms,
+            _PERIOD_TTL_S,
+        ]
+        reply = await self._call(lambda: self._settle(keys=keys, args=args))
+        outcome = _text(reply[0])
+        if outcome in ("no_profile", "duplicate"):
+            return RawSettle(outcome)
+        alerts = tuple(AlertKind(_text(a)) for a in reply[6:])
+        return RawSettle(outcome, int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]), alerts)
+
+    async def release(self, email: str, reservation_id: str) -> tuple[ReleaseOutcome, int]:
+        k = self.keys.user(email)
+        keys = [k.profile, k.reservations, k.reservation_expiry]
+        reply = await self._call(lambda: self._release(keys=keys, args=[reservation_id]))
+        return ReleaseOutcome(_text(reply[0])), int(reply[1])
+
+    # --- administration -----------------------------------------------------------------------
+
+    async def credit(
+        self, email: str, *, key: str, tokens: int, kind: CreditKind, actor: str, reason: str, now_ms: int
+    ) -> tuple[str, int]:
+        k = self.keys.user(email)
+        keys = [k.profile, k.credits, k.stream]
+        args: list[str | int] = [email, key, tokens, kind.value, actor, reason, now_ms]
+        reply = await self._call(lambda: self._credit(keys=keys, args=args), timeout=5.0)
+        return _text(reply[0]), int(reply[1])
+
+    async def load(self, email: str, state: ProfileState, *, period: str, force_seq: int | None = None) -> int:
+        """Set counters from `state`; 1 = written, 0 = already loaded, -1 = seq moved (recompute)."""
+        k = self.keys.user(email)
+        keys = [k.profile, k.period(period), k.credits]
+        flat: list[str | int] = []
+        for name, value in state.profile_fields().items():
+            flat += [name, value]
+        args: list[str | int] = [
+            "if_absent" if force_seq is None else "force",
+            force_seq or 0,
+            _PERIOD_TTL_S,
+            state.period_used,
+            state.period_requests,
+            ",".join(a.value for a in state.alerts_fired),
+            "\n".join(state.credit_keys),
+            *flat,
+        ]
+        return int(await self._call(lambda: self._load(keys=keys, args=args), timeout=5.0))
+
+    async def update_profile(self, email: str, fields: dict[str, str | int]) -> bool:
+        args: list[str | int] = []
+        for name, value in fields.items():
+            args += [name, value]
+        profile = self.keys.user(email).profile
+        return bool(await self._call(lambda: self._update(keys=[profile], args=args), timeout=5.0))
+
+    async def counters(self, email: str, period: str) -> StoredCounters | None:
+        k = self.keys.user(email)
+
+        async def read() -> tuple[list[Any], dict[Any, Any]]:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hmget(
+                    k.profile,
+                    [
+                        "limit",
+                        "additional",
+                        "reserved",
+                        "status",
+                        "suspended_until",
+                        "suspend_reason",
+                        "plan",
+                        "warning",
+                        "urgent",
+                        "seq",
+                    ],
+                )
+                pipe.hgetall(k.period(period))
+                profile, period_hash = await pipe.execute()
+            return profile, period_hash
+
+        profile, period_hash = await self._call(read, timeout=5.0)
+        if profile[0] is None:
+            return None
+        ph = {_text(a): _text(b) for a, b in period_hash.items()}
+        return StoredCounters(
+            limit=int(profile[0]),
+            additional=int(profile[1] or 0),
+            reserved=int(profile[2] or 0),
+            used=int(ph.get("used", 0)),
+            requests=int(ph.get("requests", 0)),
+            status=_text(profile[3] or "active"),
+            suspended_until_ms=int(profile[4] or 0),
+            suspend_reason=_text(profile[5] or ""),
+            plan=_text(profile[6] or ""),
+            warning_percent=int(profile[7] or 0),
+            urgent_percent=int(profile[8] or 0),
+            seq=int(profile[9] or 0),
+            alerts_fired=tuple(a for a in _ALERT_KINDS if f"alert:{a.value}" in ph),
+        )
+
+    async def forget_user(self, email: str) -> None:
+        """Drop every key of a user (tests and operators simulating lost Redis data)."""
+        k = self.keys.user(email)
+
+        async def drop() -> None:
+            names = [k.profile, k.reservations, k.reservation_expiry, k.settled, k.credits]
+            names += [n async for n in self.client.scan_iter(match=k.period_prefix + "*", count=500)]
+            await self.client.delete(*names)
+
+        await self._call(drop, timeout=5.0)
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._call(self.client.ping))
+        except Exception:
+            return False
+
+    # --- the ledger streams -------------------------------------------------------------------
+
+    async def _ensure_groups(self) -> None:
+        if self._groups_ready:
+            return
+        for stream in self.keys.streams():
+            try:
+                await self.client.xgroup_create(stream, LEDGER_GROUP, id="0", mkstream=True)
+            except redis_errors.ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+        self._groups_ready = True
+
+    async def pending_events(self, email: str) -> list[LedgerEvent]:
+        """Entries of the user's shard not yet written to the ledger (flushed ones are deleted)."""
+        stream = self.keys.user(email).stream
+
+        async def read() -> list[Any]:
+            return list(await self.client.xrange(stream, "-", "+") or [])
+
+        entries = await self._call(read, timeout=10.0)
+        events = [_event(stream, entry_id, fields) for entry_id, fields in entries]
+        return [e for e in events if e.fields.get("email") == email]
+
+    async def read_events(self, consumer: str, count: int, *, claim_idle_ms: int = 30_000) -> list[LedgerEvent]:
+        """Entries to write to the ledger: stale ones of dead consumers first, then new ones."""
+
+        async def read() -> list[LedgerEvent]:
+            await self._ensure_groups()
+            streams = self.keys.streams()
+            # 1. entries this consumer took before but did not acknowledge (a failed write)
+            out = _entries(await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, "0"), count))
+            if len(out) >= count:
+                return out
+            # 2. entries other consumers took and left idle (a crashed proxy or worker)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stream in streams:
+                    pipe.xautoclaim(stream, LEDGER_GROUP, consumer, claim_idle_ms, "0-0", count=count)
+                claimed = await pipe.execute()
+            for stream, reply in zip(streams, claimed, strict=True):
+                out += [_event(stream, entry_id, fields) for entry_id, fields in reply[1] if fields]
+            if len(out) >= count:
+                return out
+            # 3. new entries
+            out += _entries(await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, ">"), count))
+            return out
+
+        return await self._call(read, timeout=10.0)
+
+    async def ack_events(self, events: list[LedgerEvent]) -> None:
+        """Acknowledge and delete entries whose rows are committed to the ledger."""
+        if not events:
+            return
+        by_stream: dict[str, list[str]] = {}
+        for event in events:
+            by_stream.setdefault(event.stream, []).append(event.entry_id)
+
+        async def ack() -> None:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for stream, ids in by_stream.items():
+                    pipe.xack(stream, LEDGER_GROUP, *ids)
+                    pipe.xdel(stream, *ids)
+                await pipe.execute()
+
+        await self._call(ack, timeout=10.0)
+
+
+def _event(stream: str, entry_id: Any, fields: dict[Any, Any]) -> LedgerEvent:
+    return LedgerEvent(stream, _text(entry_id), {_text(a): _text(b) for a, b in fields.items()})
+
+
+def _entries(reply: Any) -> list[LedgerEvent]:
+    """Flatten an XREADGROUP reply, skipping entries deleted after they were delivered."""
+    out: list[LedgerEvent] = []
+    for name, entries in reply or []:
+        out += [_event(_text(name), entry_id, fields) for entry_id, fields in entries if fields]
+    return out

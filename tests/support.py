@@ -1,0 +1,59 @@
+"""Shared test helpers: an injectable clock and real-service probes."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REAL_REDIS_URL = os.environ.get("SOLARIS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REAL_POSTGRES_URL = os.environ.get("SOLARIS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+class FakeClock:
+    """A settable UTC clock: tests move time instead of sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime(2026, 11, 15, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def need_service(name: str, reachable: bool, detail: str = "") -> None:
+    """Skip on a developer machine without the service; fail in CI, where it must be there."""
+    if reachable:
+        return
+    message = f"{name} is not reachable{': ' + detail if detail else ''}"
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: real-service tests must run)")
+    pytest.skip(message)
+
+
+def redis_reachable(url: str = REAL_REDIS_URL) -> tuple[bool, str]:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return True, ""
+    except Exception as exc:
+        return False, str(exc)
+
+
+def postgres_reachable(url: str = REAL_POSTGRES_URL) -> tuple[bool, str]:
+    import psycopg
+
+    try:
+        with psycopg.connect(url.replace("+psycopg", ""), connect_timeout=2) as conn:
+            conn.execute("SELECT 1")
+        return True, ""
+    except Exception as exc:
+        return False, str(exc)
