@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
-import solaris_tokens.ledger.models  # noqa: F401  (registers the tables)
+import solaris_tokens.ledger.schema  # noqa: F401  (registers every table)
 
 config = context.config
 target_metadata = SQLModel.metadata

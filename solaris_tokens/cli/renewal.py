@@ -1,0 +1,5 @@
+"""`solaris-tokens renewal ...` commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)
