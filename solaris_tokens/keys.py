@@ -16,6 +16,7 @@ class UserKeys:
     reservations: str
     reservation_expiry: str
     settled: str
+    reverted: str
     credits: str
     stream: str
     period_prefix: str
@@ -46,6 +47,7 @@ class KeyBuilder:
             reservations=base + "res",
             reservation_expiry=base + "resx",
             settled=base + "settled",
+            reverted=base + "reverted",
             credits=base + "credits",
             stream=self.stream(shard),
             period_prefix=base + "p:",

@@ -10,9 +10,10 @@ from pathlib import Path
 import fakeredis
 import psycopg
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from sqlalchemy import Engine, text
 
+from solaris_tokens.counters.connect import async_client
 from solaris_tokens.ledger.database import make_engine, upgrade
 from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
@@ -81,13 +82,18 @@ def settings(backend: str, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def redis_client(backend: str, settings: Settings) -> AsyncIterator[Redis]:
     if backend == "embedded":
-        client: Redis = fakeredis.FakeAsyncRedis(server=fakeredis.FakeServer(), decode_responses=True)
+        client: Redis = fakeredis.FakeAsyncRedis(
+            server=fakeredis.FakeServer(),
+            decode_responses=True,
+            connection_pool_class=BlockingConnectionPool,
+            max_connections=64,
+        )
         yield client
         await client.aclose()
         return
     ok, detail = redis_reachable()
     need_service("Redis", ok, detail)
-    client = Redis.from_url(REAL_REDIS_URL, decode_responses=True)
+    client = async_client(REAL_REDIS_URL, settings)
     yield client
     keys = [k async for k in client.scan_iter(match=f"{settings.key_prefix}:*", count=1000)]
     if keys:

@@ -24,6 +24,7 @@ class ProfileState:
     period_requests: int = 0
     alerts_fired: tuple[AlertKind, ...] = ()
     credit_keys: tuple[str, ...] = ()
+    settled_ids: tuple[tuple[str, int], ...] = ()  # (reservation id, settled ms): the duplicate guard
 
     def profile_fields(self) -> dict[str, str | int]:
         return {
@@ -124,6 +125,8 @@ class CounterStore(Protocol):
     async def read_events(self, consumer: str, count: int) -> list[LedgerEvent]: ...
 
     async def ack_events(self, events: list[LedgerEvent]) -> None: ...
+
+    async def revert_usage(self, events: list[LedgerEvent], now_ms: int) -> int: ...
 
     async def forget_user(self, email: str) -> None: ...
 

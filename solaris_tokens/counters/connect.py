@@ -22,13 +22,18 @@ _embedded_url: str | None = None
 
 
 def async_client(url: str, settings: Settings) -> Redis:
-    """A client whose pool waits (up to the timeout) for a free connection instead of failing."""
+    """A client whose pool waits for a free connection instead of failing under load.
+
+    The per-operation deadline (settings.redis_timeout_seconds) is enforced around each store call;
+    the socket timeouts here are only a backstop, generous enough for a burst of new connections.
+    """
+    backstop = max(2.0, settings.redis_timeout_seconds * 4)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=settings.redis_max_connections,
-        timeout=settings.redis_timeout_seconds,
-        socket_timeout=settings.redis_timeout_seconds * 4,
-        socket_connect_timeout=settings.redis_timeout_seconds,
+        timeout=backstop,
+        socket_timeout=backstop,
+        socket_connect_timeout=backstop,
         decode_responses=True,
         health_check_interval=30,
     )

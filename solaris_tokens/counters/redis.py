@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from importlib.resources import files
 from typing import Any, TypeVar
 
@@ -50,7 +51,7 @@ class RedisCounterStore:
     ) -> None:
         self.client = client
         self.keys = keys
-        self._timeout = timeout_seconds
+        self.timeout_seconds = timeout_seconds
         self._retention_ms = reservation_retention_ms
         self._reserve = client.register_script(_script_source("reserve"))
         self._settle = client.register_script(_script_source("settle"))
@@ -58,12 +59,13 @@ class RedisCounterStore:
         self._credit = client.register_script(_script_source("credit"))
         self._load = client.register_script(_script_source("load"))
         self._update = client.register_script(_script_source("update_profile"))
+        self._revert = client.register_script(_script_source("revert"))
         self._groups_ready = False
 
     async def _call(self, work: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
         """Run one store call under a deadline, turning driver errors into our own."""
         try:
-            async with asyncio.timeout(timeout if timeout is not None else self._timeout):
+            async with asyncio.timeout(timeout if timeout is not None else self.timeout_seconds):
                 return await work()
         except TimeoutError as exc:
             raise StoreUnavailable("Redis did not answer in time") from exc
@@ -141,7 +143,7 @@ class RedisCounterStore:
     async def load(self, email: str, state: ProfileState, *, period: str, force_seq: int | None = None) -> int:
         """Set counters from `state`; 1 = written, 0 = already loaded, -1 = seq moved (recompute)."""
         k = self.keys.user(email)
-        keys = [k.profile, k.period(period), k.credits]
+        keys = [k.profile, k.period(period), k.credits, k.settled]
         flat: list[str | int] = []
         for name, value in state.profile_fields().items():
             flat += [name, value]
@@ -153,6 +155,7 @@ class RedisCounterStore:
             state.period_requests,
             ",".join(a.value for a in state.alerts_fired),
             "\n".join(state.credit_keys),
+            "\n".join(f"{ms} {rid}" for rid, ms in state.settled_ids),
             *flat,
         ]
         return int(await self._call(lambda: self._load(keys=keys, args=args), timeout=5.0))
@@ -213,7 +216,7 @@ class RedisCounterStore:
         k = self.keys.user(email)
 
         async def drop() -> None:
-            names = [k.profile, k.reservations, k.reservation_expiry, k.settled, k.credits]
+            names = [k.profile, k.reservations, k.reservation_expiry, k.settled, k.reverted, k.credits]
             names += [n async for n in self.client.scan_iter(match=k.period_prefix + "*", count=500)]
             await self.client.delete(*names)
 
@@ -264,8 +267,13 @@ class RedisCounterStore:
                 for stream in streams:
                     pipe.xautoclaim(stream, LEDGER_GROUP, consumer, claim_idle_ms, "0-0", count=count)
                 claimed = await pipe.execute()
+            seen = {(e.stream, e.entry_id) for e in out}
             for stream, reply in zip(streams, claimed, strict=True):
-                out += [_event(stream, entry_id, fields) for entry_id, fields in reply[1] if fields]
+                out += [
+                    _event(stream, entry_id, fields)
+                    for entry_id, fields in reply[1]
+                    if fields and (stream, _text(entry_id)) not in seen
+                ]
             if len(out) >= count:
                 return out
             # 3. new entries
@@ -273,6 +281,23 @@ class RedisCounterStore:
             return out
 
         return await self._call(read, timeout=10.0)
+
+    async def revert_usage(self, events: list[LedgerEvent], now_ms: int) -> int:
+        """Undo usage entries the ledger refused as duplicates; returns how many were undone now."""
+        undone = 0
+        for event in events:
+            f = event.fields
+            k = self.keys.user(f["email"])
+            keys = [k.profile, k.period(f["period"]), k.reverted]
+            args: list[str | int] = [
+                f"{event.stream}/{event.entry_id}",
+                int(f["monthly"]),
+                int(f["additional"]),
+                now_ms,
+                now_ms - self._retention_ms,
+            ]
+            undone += int(await self._call(partial(self._revert, keys=keys, args=args), timeout=5.0))
+        return undone
 
     async def ack_events(self, events: list[LedgerEvent]) -> None:
         """Acknowledge and delete entries whose rows are committed to the ledger."""

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 
+from solaris_tokens.clock import to_ms
 from solaris_tokens.counters.redis import RedisCounterStore
 from solaris_tokens.errors import LedgerUnavailable, StoreUnavailable
 from solaris_tokens.ledger.repository import Ledger
@@ -44,7 +45,10 @@ class LedgerFlusher:
         events = await self.store.read_events(self.consumer, self.batch_size, claim_idle_ms=self.claim_idle_ms)
         if not events:
             return 0
-        await asyncio.to_thread(self.ledger.write_events, events)
+        duplicates = await asyncio.to_thread(self.ledger.write_events, events)
+        if duplicates:
+            undone = await self.store.revert_usage(duplicates, to_ms(self.ledger.clock()))
+            log.warning("ledger refused %d duplicate usage entries; %d undone in Redis", len(duplicates), undone)
         await self.store.ack_events(events)
         return len(events)
 

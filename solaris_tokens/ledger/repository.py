@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, insert
@@ -14,7 +14,7 @@ from sqlalchemy.exc import InterfaceError as SAInterfaceError
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, col, select
 
-from solaris_tokens.clock import Clock, from_ms, utc_now
+from solaris_tokens.clock import Clock, from_ms, to_ms, utc_now
 from solaris_tokens.counters.base import LedgerEvent, ProfileState
 from solaris_tokens.domain import AlertKind, LedgerEventType, UserStatus
 from solaris_tokens.errors import LedgerUnavailable, UnknownUser
@@ -32,6 +32,7 @@ from solaris_tokens.policy import Period, name_from_email
 from solaris_tokens.settings import Settings
 
 SYSTEM_ACTOR = "system"
+_SETTLED_IDS_RESTORED = 10_000  # most recent settled reservation ids put back into Redis on a rebuild
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +208,13 @@ class Ledger:
                     )
                 ).all()
             )
+            since = self.clock() - timedelta(seconds=self.settings.settled_id_retention_seconds)
+            recent = s.exec(
+                select(UsageEntry.reservation_id, UsageEntry.settled_at)
+                .where(UsageEntry.user_id == user.id, col(UsageEntry.settled_at) >= since)
+                .order_by(col(UsageEntry.settled_at).desc())
+                .limit(_SETTLED_IDS_RESTORED)
+            ).all()
             pending_rids = [e.fields["rid"] for e in pending if e.fields.get("type") == LedgerEventType.USAGE]
             known_rids = (
                 set(
@@ -235,6 +243,10 @@ class Ledger:
                 credited += int(f["tokens"])
             elif kind == LedgerEventType.ALERT and f.get("period") == period.name:
                 fired.add(f["kind"])
+        settled = [(rid, to_ms(as_utc(at) or self.clock())) for rid, at in recent]
+        settled += [
+            (e.fields["rid"], int(e.fields["at"])) for e in pending if e.fields.get("type") == LedgerEventType.USAGE
+        ]
         fields = eff.profile_fields()
         return ProfileState(
             limit=eff.limit,
@@ -249,6 +261,7 @@ class Ledger:
             period_requests=requests,
             alerts_fired=tuple(AlertKind(k) for k in sorted(fired)),
             credit_keys=tuple(sorted(keys)),
+            settled_ids=tuple(settled),
         )
 
     def all_emails(self, batch: int = 1000) -> Iterable[str]:
@@ -266,28 +279,34 @@ class Ledger:
 
     # --- writing stream entries ---------------------------------------------------------------
 
-    def write_events(self, events: Sequence[LedgerEvent]) -> int:
-        """Insert the rows for a batch of stream entries in one transaction; duplicates are skipped."""
+    def write_events(self, events: Sequence[LedgerEvent]) -> list[LedgerEvent]:
+        """Insert the rows for a batch of stream entries in one transaction; existing rows are skipped.
+
+        Returns the usage entries refused because their reservation id was already in the ledger:
+        Redis counted them (its duplicate guard had forgotten the id), so the caller must undo them.
+        """
         if not events:
-            return 0
+            return []
         try:
             return self._write_events(events)
         except (OperationalError, SAInterfaceError) as exc:
             raise LedgerUnavailable(str(exc)) from exc
 
-    def _write_events(self, events: Sequence[LedgerEvent]) -> int:
+    def _write_events(self, events: Sequence[LedgerEvent]) -> list[LedgerEvent]:
         emails = {e.fields["email"] for e in events if "email" in e.fields}
         ids = self._user_ids(emails)
         usage: list[dict[str, Any]] = []
         credits: list[dict[str, Any]] = []
         audits: list[dict[str, Any]] = []
         outbox: list[dict[str, Any]] = []
+        usage_events: list[LedgerEvent] = []
         for event in events:
             f = event.fields
             user_id = ids[f["email"]]
             at = from_ms(int(f["at"]))
             kind = f.get("type")
             if kind == LedgerEventType.USAGE:
+                usage_events.append(event)
                 payload = json.loads(f.get("payload") or "{}")
                 started = payload.get("started_ms")
                 usage.append(
@@ -347,13 +366,34 @@ class Ledger:
                         "created_at": at,
                     }
                 )
+        duplicates: list[LedgerEvent] = []
         with self.session() as s:
             if usage:
-                s.execute(
-                    _insert(self.engine, UsageEntry)
-                    .values(usage)
-                    .on_conflict_do_nothing(index_elements=["reservation_id"])
+                inserted = set(
+                    s.execute(
+                        _insert(self.engine, UsageEntry)
+                        .values(usage)
+                        .on_conflict_do_nothing(index_elements=["reservation_id"])
+                        .returning(UsageEntry.reservation_id)
+                    ).scalars()
                 )
+                for event in usage_events:
+                    rid = event.fields["rid"]
+                    if rid in inserted:
+                        inserted.discard(rid)  # the first entry of a rid in the batch is the original
+                        continue
+                    duplicates.append(event)
+                    audits.append(
+                        {
+                            "at": self.clock(),
+                            "actor": SYSTEM_ACTOR,
+                            "action": "usage.duplicate_reverted",
+                            "target": event.fields["email"],
+                            "before": json_text({"reservation_id": rid, "entry": event.entry_id}),
+                            "after": "",
+                            "reason": "a usage entry for this reservation id is already in the ledger",
+                        }
+                    )
             if credits:
                 s.execute(
                     _insert(self.engine, CreditEntry)
@@ -369,7 +409,7 @@ class Ledger:
                     .on_conflict_do_nothing(index_elements=["recipient", "kind", "dedupe_key"])
                 )
             s.commit()
-        return len(events)
+        return duplicates
 
     def _user_ids(self, emails: set[str]) -> dict[str, int]:
         with self.session() as s:
@@ -425,7 +465,12 @@ class Ledger:
 
     # --- failures -----------------------------------------------------------------------------
 
-    def record_rejection(self, email: str, reason: str, model: str = "", estimate: int = 0) -> None:
+    def record_rejection(
+        self, email: str, reason: str, model: str = "", estimate: int = 0, at: datetime | None = None
+    ) -> None:
+        """`at`: when the request was refused (the proxy may write it later, once the database is back)."""
         with self.session() as s:
-            s.add(Rejection(email=email, reason=reason, model=model[:200], estimate=estimate, at=self.clock()))
+            s.add(
+                Rejection(email=email, reason=reason, model=model[:200], estimate=estimate, at=at or self.clock())
+            )
             s.commit()
