@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class KeyBuilder:
         return [self.stream(s) for s in range(self.shards)]
 
     def user(self, email: str) -> UserKeys:
+        return _user_keys(self, email)
+
+    def _build_user(self, email: str) -> UserKeys:
         shard = self.shard(email)
         base = f"{self.prefix}:{{s{shard}}}:u:{email}:"
         return UserKeys(
@@ -55,3 +59,9 @@ class KeyBuilder:
 
     def pattern(self) -> str:
         return f"{self.prefix}:*"
+
+
+@lru_cache(maxsize=65_536)
+def _user_keys(builder: KeyBuilder, email: str) -> UserKeys:
+    """Key names are built on every request: cache them per (builder, email)."""
+    return builder._build_user(email)

@@ -258,14 +258,17 @@ class RedisCounterStore:
         async def read() -> list[LedgerEvent]:
             await self._ensure_groups()
             streams = self.keys.streams()
+            per_stream = max(1, -(-count // len(streams)))  # COUNT applies to each stream
             # 1. entries this consumer took before but did not acknowledge (a failed write)
-            out = _entries(await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, "0"), count))
+            out = _entries(
+                await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, "0"), per_stream)
+            )
             if len(out) >= count:
                 return out
             # 2. entries other consumers took and left idle (a crashed proxy or worker)
             async with self.client.pipeline(transaction=False) as pipe:
                 for stream in streams:
-                    pipe.xautoclaim(stream, LEDGER_GROUP, consumer, claim_idle_ms, "0-0", count=count)
+                    pipe.xautoclaim(stream, LEDGER_GROUP, consumer, claim_idle_ms, "0-0", count=per_stream)
                 claimed = await pipe.execute()
             seen = {(e.stream, e.entry_id) for e in out}
             for stream, reply in zip(streams, claimed, strict=True):
@@ -277,7 +280,9 @@ class RedisCounterStore:
             if len(out) >= count:
                 return out
             # 3. new entries
-            out += _entries(await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, ">"), count))
+            out += _entries(
+                await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, ">"), per_stream)
+            )
             return out
 
         return await self._call(read, timeout=10.0)
@@ -318,6 +323,8 @@ class RedisCounterStore:
 
 
 def _event(stream: str, entry_id: Any, fields: dict[Any, Any]) -> LedgerEvent:
+    if isinstance(entry_id, str):  # clients are built with decode_responses=True: no copying needed
+        return LedgerEvent(stream, entry_id, fields)
     return LedgerEvent(stream, _text(entry_id), {_text(a): _text(b) for a, b in fields.items()})
 
 

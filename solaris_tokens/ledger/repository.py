@@ -77,6 +77,30 @@ def _insert(engine: Engine, model: Any) -> Any:
     return dialect.insert(model)
 
 
+_USAGE_COLUMNS = (
+    "reservation_id",
+    "user_id",
+    "call_id",
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "monthly_tokens",
+    "additional_tokens",
+    "period",
+    "outcome",
+    "started_at",
+    "settled_at",
+    "latency_ms",
+)
+_USAGE_STAGE_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS solaris_usage_stage (
+    reservation_id text, user_id integer, call_id text, model text, prompt_tokens bigint,
+    completion_tokens bigint, monthly_tokens bigint, additional_tokens bigint, period text,
+    outcome text, started_at timestamptz, settled_at timestamptz, latency_ms integer
+) ON COMMIT DELETE ROWS
+"""
+
+
 def json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
@@ -368,48 +392,69 @@ class Ledger:
                 )
         duplicates: list[LedgerEvent] = []
         with self.session() as s:
-            if usage:
-                inserted = set(
-                    s.execute(
-                        _insert(self.engine, UsageEntry)
-                        .values(usage)
-                        .on_conflict_do_nothing(index_elements=["reservation_id"])
-                        .returning(UsageEntry.reservation_id)
-                    ).scalars()
+            inserted = self._insert_usage(s, usage) if usage else set()
+            for event in usage_events:
+                rid = event.fields["rid"]
+                if rid in inserted:
+                    inserted.discard(rid)  # the first entry of a rid in the batch is the original
+                    continue
+                duplicates.append(event)
+                audits.append(
+                    {
+                        "at": self.clock(),
+                        "actor": SYSTEM_ACTOR,
+                        "action": "usage.duplicate_reverted",
+                        "target": event.fields["email"],
+                        "before": json_text({"reservation_id": rid, "entry": event.entry_id}),
+                        "after": "",
+                        "reason": "a usage entry for this reservation id is already in the ledger",
+                    }
                 )
-                for event in usage_events:
-                    rid = event.fields["rid"]
-                    if rid in inserted:
-                        inserted.discard(rid)  # the first entry of a rid in the batch is the original
-                        continue
-                    duplicates.append(event)
-                    audits.append(
-                        {
-                            "at": self.clock(),
-                            "actor": SYSTEM_ACTOR,
-                            "action": "usage.duplicate_reverted",
-                            "target": event.fields["email"],
-                            "before": json_text({"reservation_id": rid, "entry": event.entry_id}),
-                            "after": "",
-                            "reason": "a usage entry for this reservation id is already in the ledger",
-                        }
-                    )
             if credits:
                 s.execute(
-                    _insert(self.engine, CreditEntry)
-                    .values(credits)
-                    .on_conflict_do_nothing(index_elements=["idempotency_key"])
+                    _insert(self.engine, CreditEntry).on_conflict_do_nothing(index_elements=["idempotency_key"]),
+                    credits,
                 )
             if audits:
-                s.execute(insert(AuditEntry).values(audits))
+                s.execute(insert(AuditEntry), audits)
             if outbox:
                 s.execute(
-                    _insert(self.engine, OutboxMessage)
-                    .values(outbox)
-                    .on_conflict_do_nothing(index_elements=["recipient", "kind", "dedupe_key"])
+                    _insert(self.engine, OutboxMessage).on_conflict_do_nothing(
+                        index_elements=["recipient", "kind", "dedupe_key"]
+                    ),
+                    outbox,
                 )
             s.commit()
         return duplicates
+
+    def _insert_usage(self, s: Session, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert usage rows, skipping reservation ids already present; returns the ids inserted.
+
+        On PostgreSQL the batch is COPied into a session-local staging table and moved with one
+        INSERT … SELECT … ON CONFLICT DO NOTHING: an order of magnitude faster than bound INSERTs.
+        """
+        if self.engine.dialect.name != "postgresql":
+            return set(
+                s.execute(
+                    _insert(self.engine, UsageEntry)
+                    .on_conflict_do_nothing(index_elements=["reservation_id"])
+                    .returning(UsageEntry.reservation_id),
+                    rows,
+                ).scalars()
+            )
+        raw = s.connection().connection.driver_connection
+        assert raw is not None
+        columns = ", ".join(_USAGE_COLUMNS)
+        with raw.cursor() as cur:
+            cur.execute(_USAGE_STAGE_DDL)
+            with cur.copy(f"COPY solaris_usage_stage ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row([row[c] for c in _USAGE_COLUMNS])
+            cur.execute(
+                f"INSERT INTO usage_entries ({columns}) SELECT {columns} FROM solaris_usage_stage "
+                "ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id"
+            )
+            return {r[0] for r in cur.fetchall()}
 
     def _user_ids(self, emails: set[str]) -> dict[str, int]:
         with self.session() as s:
@@ -470,7 +515,5 @@ class Ledger:
     ) -> None:
         """`at`: when the request was refused (the proxy may write it later, once the database is back)."""
         with self.session() as s:
-            s.add(
-                Rejection(email=email, reason=reason, model=model[:200], estimate=estimate, at=at or self.clock())
-            )
+            s.add(Rejection(email=email, reason=reason, model=model[:200], estimate=estimate, at=at or self.clock()))
             s.commit()
