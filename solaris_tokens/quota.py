@@ -32,6 +32,7 @@ from solaris_tokens.domain import (
     Verdict,
 )
 from solaris_tokens.errors import ConcurrentChange, InvalidInput, StoreUnavailable
+from solaris_tokens.ledger.database import as_utc
 from solaris_tokens.ledger.models import User
 from solaris_tokens.ledger.repository import Ledger
 from solaris_tokens.policy import Period, require_tokens
@@ -263,7 +264,7 @@ class QuotaService:
             alerts_fired=c.alerts_fired,
             period=period.name,
             next_reset=period.end,
-            created_at=user.created_at,
+            created_at=as_utc(user.created_at),
         )
 
     # --- administration -----------------------------------------------------------------------
