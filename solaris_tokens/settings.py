@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from solaris_tokens.plans import Plan, load_plans
 
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     default_plan: str = "basic"
     plans_file: Path | None = None
     reservation_ttl_seconds: int = Field(default=900, ge=1)
-    settled_id_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    settled_id_retention_seconds: int = Field(default=2 * 24 * 3600, ge=60)
     max_request_tokens: int = Field(default=10_000_000, ge=1, description="Usage above this is refused.")
     max_credit_tokens: int = Field(default=1_000_000_000, ge=1)
 
@@ -53,13 +54,66 @@ class Settings(BaseSettings):
     flush_batch_size: int = Field(default=1000, ge=1)
 
     # --- workers
-    celery_broker_url: str | None = Field(default=None, description="Unset: the counter store's Redis.")
+    celery_broker_url: str | None = Field(
+        default=None, description="Unset: redis_url; with neither set, a SQLite file next to the ledger's."
+    )
     celery_result_backend: str | None = None
+
+    # --- monthly renewal and the admins' report (R1–R3; issue 6). Recipients: admin_emails.
+    renewal_grace_seconds: int = Field(
+        default=60, ge=0, le=3600, description="Wait after 00:00 UTC so requests settling at the turn are counted."
+    )
+    renewal_batch_size: int = Field(default=1000, ge=1, le=10_000, description="Users per renewal transaction.")
+    report_top_consumers: int = Field(default=10, ge=1, le=1000)
+    report_anomaly_factor: int = Field(
+        default=3, ge=2, description="Month-over-month growth or drop (×) that flags a user as anomalous."
+    )
+    report_anomaly_min_tokens: int = Field(default=100_000, ge=0, description="Smaller months are never anomalous.")
+    report_pace_days: int = Field(default=7, ge=1, le=28, description="Recent days the new month's projection uses.")
 
     # --- links (E1)
     public_base_url: str = "http://localhost:4000"
     purchase_path: str = "/api/tokens/purchase"
     support_path: str = "/api/support/contact"
+
+    # --- email delivery (notify/, SPEC A1-A5; issue 4)
+    smtp_host: str | None = Field(default=None, description="Unset: emails are written as .eml files to email_dir.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: bool = Field(default=False, description="Implicit TLS from the first byte (SMTPS, usually port 465).")
+    smtp_starttls: bool = Field(default=True, description="Upgrade the plain connection with STARTTLS (port 587).")
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_timeout_seconds: float = Field(default=30.0, gt=0)
+    email_from: str = "IA SOLARIS <nao-responda@localhost>"
+    email_dir: Path | None = Field(default=None, description="Where .eml files go without SMTP; unset: state_dir/mail.")
+    email_templates_dir: Path | None = Field(
+        default=None, description="Operator overrides: a file here replaces the packaged template of the same name."
+    )
+    email_batch_size: int = Field(default=50, ge=1)
+    email_max_attempts: int = Field(default=12, ge=1, description="Attempts before a message is marked failed.")
+    email_retry_base_seconds: int = Field(default=60, ge=1, description="First retry delay; doubles per attempt.")
+    email_retry_max_seconds: int = Field(default=3600, ge=1)
+    email_sending_lease_seconds: int = Field(
+        default=600, ge=30, description="A message left in 'sending' this long (worker lost) is claimed again."
+    )
+    email_delivery_interval_seconds: float = Field(default=5.0, gt=0, description="Beat period of the delivery task.")
+    statement_path: str = "/api/tokens/statement"
+    forecast_window_days: int = Field(default=7, ge=1, description="Days of usage behind the exhaustion estimate.")
+
+    # --- purchase requests and admin notices (P2, P3; issue 5)
+    price_cents_per_1000_tokens: int = Field(
+        default=5, ge=0, description="Estimated price in centavos per 1,000 tokens (R$ 0,05: 500.000 = R$ 25,00)."
+    )
+    admin_emails: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Admins notified of new purchase requests (comma separated in the env)."
+    )
+
+    @field_validator("admin_emails", mode="before")
+    @classmethod
+    def _split_emails(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip().lower() for part in value.split(",") if part.strip()]
+        return value
 
     @cached_property
     def plans(self) -> dict[str, Plan]:
