@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 from pathlib import Path
+from typing import Any
 
 from redis import Redis as SyncRedis
 from redis import exceptions as redis_errors
@@ -65,11 +66,29 @@ def embedded_url(settings: Settings) -> str:
 
 def _start_embedded(marker: Path) -> str:
     from fakeredis import TcpFakeServer
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class ErrorReplyHandler(TCPFakeRequestHandler):  # type: ignore[misc]
+        """fakeredis's TCP handler drops the connection after any error reply (the first EVALSHA's
+        NOSCRIPT included, so no Lua script ever ran); send the error and keep serving instead."""
+
+        def setup(self) -> None:
+            super().setup()
+            read = self.current_client.read_response
+
+            def read_response(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return read(*args, **kwargs)
+                except redis_errors.ResponseError as exc:
+                    return exc  # written as a RESP error reply (-NOSCRIPT ..., -ERR ...)
+
+            self.current_client.read_response = read_response
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    server.RequestHandlerClass = ErrorReplyHandler
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="solaris-embedded-redis", daemon=True).start()
     url = f"redis://127.0.0.1:{port}/0"

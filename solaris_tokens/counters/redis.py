@@ -60,12 +60,26 @@ class RedisCounterStore:
         self._load = client.register_script(_script_source("load"))
         self._update = client.register_script(_script_source("update_profile"))
         self._revert = client.register_script(_script_source("revert"))
+        self._ensure_group = client.register_script(_script_source("ensure_group"))
         self._groups_ready = False
+        self._scripts = [
+            self._reserve,
+            self._settle,
+            self._release,
+            self._credit,
+            self._load,
+            self._update,
+            self._revert,
+            self._ensure_group,
+        ]
+        self._scripts_loaded = False
 
     async def _call(self, work: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
         """Run one store call under a deadline, turning driver errors into our own."""
         try:
             async with asyncio.timeout(timeout if timeout is not None else self.timeout_seconds):
+                if not self._scripts_loaded:
+                    await self._load_scripts()
                 return await work()
         except TimeoutError as exc:
             raise StoreUnavailable("Redis did not answer in time") from exc
@@ -75,6 +89,14 @@ class RedisCounterStore:
             if "solaris:" in str(exc):
                 raise InvalidInput(str(exc).split("solaris:", 1)[1].strip()) from exc
             raise
+
+    async def _load_scripts(self) -> None:
+        """SCRIPT LOAD every script once, so calls are plain EVALSHA (redis-py still falls back to
+        loading again after a server restart). The embedded stand-in needs this: it drops a
+        connection that recovers from NOSCRIPT."""
+        for script in self._scripts:
+            script.sha = await self.client.script_load(script.script)
+        self._scripts_loaded = True
 
     # --- the hot path -------------------------------------------------------------------------
 
@@ -234,11 +256,7 @@ class RedisCounterStore:
         if self._groups_ready:
             return
         for stream in self.keys.streams():
-            try:
-                await self.client.xgroup_create(stream, LEDGER_GROUP, id="0", mkstream=True)
-            except redis_errors.ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await self._ensure_group(keys=[stream], args=[LEDGER_GROUP])
         self._groups_ready = True
 
     async def pending_events(self, email: str) -> list[LedgerEvent]:
