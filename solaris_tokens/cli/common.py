@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from solaris_tokens.clock import Clock, utc_now
 from solaris_tokens.errors import SolarisError
@@ -53,6 +54,9 @@ def cli_errors() -> Iterator[None]:
         yield
     except SolarisError as exc:
         err_console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    except (OperationalError, InterfaceError) as exc:
+        err_console.print(f"[red]error:[/red] the ledger database is unreachable: {exc.orig or exc}")
         raise typer.Exit(1) from exc
 
 
