@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -22,36 +23,80 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="Unset: a SQLite file in the working directory. Postgres: postgresql+psycopg://..."
     )
-    sqlite_path: Path = Path("solaris_tokens.db")
+    sqlite_path: Path = Field(default=Path("solaris_tokens.db"), description="The embedded ledger file.")
     state_dir: Path = Field(default=Path(".solaris"), description="Embedded-mode files (Redis stand-in address).")
-    key_prefix: str = "sol"
+    key_prefix: str = Field(
+        default="sol", description="Prefix of every Redis key (several installs can share one Redis)."
+    )
     shards: int = Field(default=16, ge=1, le=1024, description="Ledger stream shards; fixed once deployed.")
-    redis_timeout_seconds: float = Field(default=0.25, gt=0)
-    redis_max_connections: int = Field(default=512, ge=1)
+    redis_timeout_seconds: float = Field(
+        default=0.25, gt=0, description="Deadline of one counter operation; past it the proxy answers 503."
+    )
+    redis_max_connections: int = Field(
+        default=512, ge=1, description="Redis pool size; callers wait for a free connection instead of failing."
+    )
 
     # --- quota
-    default_plan: str = "basic"
-    plans_file: Path | None = None
-    reservation_ttl_seconds: int = Field(default=900, ge=1)
-    settled_id_retention_seconds: int = Field(default=2 * 24 * 3600, ge=60)
+    default_plan: str = Field(default="basic", description="Plan of auto-provisioned users.")
+    plans_file: Path | None = Field(default=None, description="TOML file adding or replacing plans (see Plans).")
+    reservation_ttl_seconds: int = Field(
+        default=900, ge=1, description="A reservation not settled by then (crashed proxy) stops counting."
+    )
+    settled_id_retention_seconds: int = Field(
+        default=2 * 24 * 3600, ge=60, description="How long Redis remembers settled ids (the ledger guards after that)."
+    )
     max_request_tokens: int = Field(default=10_000_000, ge=1, description="Usage above this is refused.")
-    max_credit_tokens: int = Field(default=1_000_000_000, ge=1)
+    max_credit_tokens: int = Field(default=1_000_000_000, ge=1, description="Largest credit or monthly limit accepted.")
 
     # --- estimate (F3)
     fallback_estimate: int = Field(default=100, ge=1, description="Used when estimation fails.")
-    default_completion_estimate: int = Field(default=400, ge=0)
+    default_completion_estimate: int = Field(
+        default=400, ge=0, description="Expected completion tokens when the request sets no max_tokens."
+    )
 
     # --- request path (F1, F8)
-    identity_header: str = "X-User-Email"
-    trusted_key_aliases: list[str] = Field(default_factory=list)
-    trusted_key_hashes: list[str] = Field(default_factory=list)
-    fail_open: bool = False
-    retry_after_seconds: int = 30
-    maintenance_message: str = (
-        "O sistema de controle de tokens está em manutenção. Tente novamente em alguns instantes."
+    identity_header: str = Field(
+        default="X-User-Email", description="Header carrying the user's email (trusted keys only)."
     )
-    flush_interval_seconds: float = Field(default=1.0, gt=0)
-    flush_batch_size: int = Field(default=1000, ge=1)
+    trusted_key_aliases: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="LiteLLM key aliases whose identity header is believed (comma separated)."
+    )
+    trusted_key_hashes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="LiteLLM key hashes (sha256) whose identity header is believed."
+    )
+    fail_open: bool = Field(default=False, description="Let requests through (unmetered) while Redis is down.")
+    retry_after_seconds: int = Field(default=30, description="Retry-After of 503 answers.")
+    maintenance_message: str = Field(
+        default="O sistema de controle de tokens está em manutenção. Tente novamente em alguns instantes.",
+        description="pt-BR message of 503 answers while Redis is down.",
+    )
+    flush_interval_seconds: float = Field(
+        default=1.0, gt=0, description="How often the proxy writes settled usage to the ledger."
+    )
+    flush_batch_size: int = Field(default=1000, ge=1, description="Ledger entries per write.")
+
+    # --- the LiteLLM proxy adapter (solaris_tokens/proxy; issue 3)
+    proxy_flush_ledger: bool = Field(
+        default=True,
+        description="Run the ledger flusher inside the proxy. Set false when Celery beat runs "
+        "solaris.ledger.flush, to keep SQL work off the proxy's event loop.",
+    )
+    redis_warm_connections: int = Field(
+        default=256,
+        ge=0,
+        description="Redis connections the proxy opens at start, so a burst of requests does not spend "
+        "the Redis deadline on connecting.",
+    )
+
+    @field_validator("trusted_key_aliases", "trusted_key_hashes", mode="before")
+    @classmethod
+    def _split_keys(cls, value: object) -> object:
+        """Comma separated in the environment (a JSON list is accepted too)."""
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     # --- workers
     celery_broker_url: str | None = Field(
@@ -72,9 +117,11 @@ class Settings(BaseSettings):
     report_pace_days: int = Field(default=7, ge=1, le=28, description="Recent days the new month's projection uses.")
 
     # --- links (E1)
-    public_base_url: str = "http://localhost:4000"
-    purchase_path: str = "/api/tokens/purchase"
-    support_path: str = "/api/support/contact"
+    public_base_url: str = Field(
+        default="http://localhost:4000", description="Base of the absolute links in emails and messages."
+    )
+    purchase_path: str = Field(default="/api/tokens/purchase", description="Where users buy tokens.")
+    support_path: str = Field(default="/api/support/contact", description="Where users reach support.")
 
     # --- email delivery (notify/, SPEC A1-A5; issue 4)
     smtp_host: str | None = Field(default=None, description="Unset: emails are written as .eml files to email_dir.")

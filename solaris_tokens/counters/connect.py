@@ -82,7 +82,7 @@ def _start_embedded(marker: Path) -> str:
                 except redis_errors.ResponseError as exc:
                     return exc  # written as a RESP error reply (-NOSCRIPT ..., -ERR ...)
 
-            self.current_client.read_response = read_response
+            setattr(self.current_client, "read_response", read_response)  # noqa: B010
 
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -273,7 +273,7 @@ class RedisCounterStore:
     async def read_events(self, consumer: str, count: int, *, claim_idle_ms: int = 30_000) -> list[LedgerEvent]:
         """Entries to write to the ledger: stale ones of dead consumers first, then new ones."""
 
-        async def read() -> list[LedgerEvent]:
+        async def read_once() -> list[LedgerEvent]:
             await self._ensure_groups()
             streams = self.keys.streams()
             per_stream = max(1, -(-count // len(streams)))  # COUNT applies to each stream
@@ -302,6 +302,17 @@ class RedisCounterStore:
                 await self.client.xreadgroup(LEDGER_GROUP, consumer, dict.fromkeys(streams, ">"), per_stream)
             )
             return out
+
+        async def read() -> list[LedgerEvent]:
+            try:
+                return await read_once()
+            except redis_errors.ResponseError:
+                if not self._groups_ready:
+                    raise
+                # NOGROUP: Redis lost its streams and groups (restarted without persistence).
+                # Create them again and retry once.
+                self._groups_ready = False
+                return await read_once()
 
         return await self._call(read, timeout=10.0)
 

@@ -1,0 +1,253 @@
+"""End to end: the same LiteLLM proxy with and without the solaris-tokens callback.
+
+Two proxies run side by side against one fake OpenAI-compatible upstream (its own process, fixed
+usage): A with the callback (real Redis, fresh PostgreSQL ledger — or SQLite when PostgreSQL is
+not reachable), B without. Runs are interleaved A B A B … (the order flips every round) because two
+identical proxies differ by ±10% from one round to the next on a shared 2-core machine; every
+figure is a median over the rounds.
+
+Per round and proxy:
+- throughput at concurrency 20 (requests / wall second);
+- proxy CPU per request, from the process's own accounting (/proc/<pid>/stat utime + stime);
+- latency at concurrency 1 (p50, p99).
+
+    .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 300] [--sequential 100]
+                                          [--flusher proxy|worker] [--noop]
+
+`--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
+ledger streams from this script instead (the production layout, where Celery beat does it);
+`--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
+
+Goals (issue 3): throughput ratio ≥ 0.95, CPU ratio ≤ 1.05, added p50 ≤ 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+from solaris_tokens.runtime import build_runtime  # noqa: E402
+from solaris_tokens.settings import Settings  # noqa: E402
+from tests.e2e.conftest import fresh_database, solaris_env  # noqa: E402
+from tests.e2e.proxy import ProxyProcess, proxy_config  # noqa: E402
+from tests.e2e.upstream import free_port  # noqa: E402
+from tests.support import REAL_REDIS_URL, postgres_reachable  # noqa: E402
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NOOP_CALLBACK = "bench.noop_callback.handler"
+USERS = [f"bench{i}@example.com" for i in range(50)]
+BODY = {
+    "model": "fake-ok",
+    "messages": [
+        {"role": "system", "content": "Você é a IA SOLARIS, uma assistente prestativa."},
+        {"role": "user", "content": "Resuma em uma frase o que é um proxy de LLM."},
+    ],
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (the litellm proxy runs uvicorn in its own process)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+@dataclass
+class Runs:
+    throughput: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+    p99_ms: list[float] = field(default_factory=list)
+    errors: list[int] = field(default_factory=list)  # status codes of non-200 answers
+
+
+async def load(
+    client: httpx.AsyncClient, url: str, key: str, total: int, concurrency: int, errors: list[int] | None = None
+) -> list[float]:
+    """`total` requests with `concurrency` in flight; returns each answered request's latency in seconds.
+
+    Non-200 answers are counted in `errors` (status codes) and reported, not retried."""
+    latencies: list[float] = []
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            headers = {"Authorization": f"Bearer {key}", "X-User-Email": USERS[i % len(USERS)]}
+            started = time.perf_counter()
+            response = await client.post(url + "/v1/chat/completions", json=BODY, headers=headers)
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            elif errors is not None:
+                errors.append(response.status_code)
+            else:
+                raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies
+
+
+async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: int) -> None:
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await load(client, proxy.url, proxy.master_key, len(USERS), 5)  # warm connections; users provisioned
+        cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
+        await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors)
+        wall = time.perf_counter() - wall0
+        await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
+        cpu = cpu_seconds(proxy.pid) - cpu0
+        latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors))
+    runs.throughput.append(requests / wall)
+    runs.cpu_ms.append(cpu / requests * 1000)
+    runs.p50_ms.append(statistics.median(latencies) * 1000)
+    runs.p99_ms.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
+
+
+@contextmanager
+def worker_flusher(settings: Settings) -> Iterator[None]:
+    """What the Celery beat task does in production: drain the ledger streams every second, elsewhere."""
+    stop = threading.Event()
+
+    def run() -> None:
+        async def loop() -> None:
+            runtime = build_runtime(settings)
+            try:
+                while not stop.is_set():
+                    await runtime.flusher.drain()
+                    await asyncio.sleep(1.0)
+            finally:
+                await runtime.aclose()
+
+        asyncio.run(loop())
+
+    thread = threading.Thread(target=run, name="bench-worker-flusher", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def drop_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REAL_REDIS_URL)
+    names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if names:
+        client.delete(*names)
+    client.close()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--requests", type=int, default=300, help="requests per throughput run (concurrency 20)")
+    parser.add_argument("--sequential", type=int, default=100, help="requests per latency run (concurrency 1)")
+    parser.add_argument(
+        "--noop", action="store_true", help="add a third proxy whose callback does nothing (LiteLLM's own share)"
+    )
+    parser.add_argument(
+        "--flusher",
+        choices=["proxy", "worker"],
+        default="proxy",
+        help="where the ledger flusher runs: in the proxy (default settings) or in a separate worker "
+        "(SOLARIS_PROXY_FLUSH_LEDGER=false; this script's own thread plays the Celery worker)",
+    )
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    upstream_port = free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, "-m", "tests.e2e.upstream", "--port", str(upstream_port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    with ExitStack() as stack:
+        stack.callback(upstream.wait, 10)
+        stack.callback(upstream.terminate)
+        settings = Settings(
+            redis_url=REAL_REDIS_URL,
+            key_prefix=f"bench{uuid.uuid4().hex[:8]}",
+            state_dir=workdir / "state",
+            sqlite_path=workdir / "ledger.db",
+        )
+        stack.callback(drop_keys, settings.key_prefix)
+        if postgres_reachable()[0]:
+            settings.database_url = stack.enter_context(fresh_database())
+        env = solaris_env(settings)
+        plugin_env = env
+        if args.flusher == "worker":
+            plugin_env = {**env, "SOLARIS_PROXY_FLUSH_LEDGER": "false"}
+            stack.enter_context(worker_flusher(settings))
+        with_plugin = ProxyProcess(workdir / "a", proxy_config(upstream_url, shipped_models=False), plugin_env)
+        without = ProxyProcess(workdir / "b", proxy_config(upstream_url, callback=False, shipped_models=False), env)
+        proxies = [(with_plugin, Runs(), "with"), (without, Runs(), "without")]
+        if args.noop:
+            config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
+            proxies.append((ProxyProcess(workdir / "c", config, env), Runs(), "no-op callback"))
+        for proxy, _, _ in proxies:
+            stack.callback(proxy.stop)
+            proxy.start()
+        a, b = proxies[0][1], proxies[1][1]
+        for round_no in range(args.rounds):
+            order = proxies if round_no % 2 == 0 else proxies[::-1]
+            for proxy, runs, _ in order:
+                asyncio.run(one_run(proxy, runs, args.requests, args.sequential))
+            print(
+                f"round {round_no + 1}: "
+                + " | ".join(
+                    f"{name} {r.throughput[-1]:6.1f} req/s {r.cpu_ms[-1]:5.2f} ms CPU p50 {r.p50_ms[-1]:5.2f} ms"
+                    for _, r, name in proxies
+                ),
+                flush=True,
+            )
+        tp_ratio = median([x / y for x, y in zip(a.throughput, b.throughput, strict=True)])
+        cpu_ratio = median([x / y for x, y in zip(a.cpu_ms, b.cpu_ms, strict=True)])
+        added_p50 = median([x - y for x, y in zip(a.p50_ms, b.p50_ms, strict=True)])
+        added_p99 = median([x - y for x, y in zip(a.p99_ms, b.p99_ms, strict=True)])
+        ledger = ("PostgreSQL" if settings.database_url else "SQLite") + f", flusher in the {args.flusher}"
+        print()
+        print(f"{args.rounds} interleaved rounds; ledger: {ledger}; medians over rounds")
+        print(f"{'':28s}" + "".join(f"{name:>16s}" for _, _, name in proxies))
+        for label, attr, fmt in (
+            ("throughput, c=20 (req/s)", "throughput", "{:16.1f}"),
+            ("proxy CPU per request (ms)", "cpu_ms", "{:16.2f}"),
+            ("latency p50, c=1 (ms)", "p50_ms", "{:16.2f}"),
+            ("latency p99, c=1 (ms)", "p99_ms", "{:16.2f}"),
+        ):
+            print(f"{label:28s}" + "".join(fmt.format(median(getattr(r, attr))) for _, r, _ in proxies))
+        for _, r, name in proxies:
+            if r.errors:
+                print(f"{name}: {len(r.errors)} non-200 answers: {sorted(set(r.errors))}")
+        print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
+        print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)")
+        print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
