@@ -157,6 +157,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--rows", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=Settings().flush_batch_size, help="ledger flush batch")
     args = parser.parse_args()
 
     db = f"solaris_bench_{uuid.uuid4().hex[:8]}"
@@ -164,7 +165,7 @@ async def main() -> None:
         conn.execute(f'CREATE DATABASE "{db}"')
     pg_url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{db}"
     prefix = f"bench{uuid.uuid4().hex[:6]}"
-    settings = Settings(redis_url=REDIS_URL, key_prefix=prefix, flush_batch_size=2000)
+    settings = Settings(redis_url=REDIS_URL, key_prefix=prefix, flush_batch_size=args.batch)
     engine = make_engine(pg_url)
     upgrade(engine)
     rt = build_runtime(settings, engine=engine, migrate=False)

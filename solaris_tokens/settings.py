@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     )
     shards: int = Field(default=16, ge=1, le=1024, description="Ledger stream shards; fixed once deployed.")
     redis_timeout_seconds: float = Field(
-        default=0.25, gt=0, description="Deadline of one counter operation; past it the proxy answers 503."
+        default=0.5, gt=0, description="Deadline of one counter operation; past it the proxy answers 503."
     )
     redis_max_connections: int = Field(
         default=512, ge=1, description="Redis pool size; callers wait for a free connection instead of failing."
@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     flush_interval_seconds: float = Field(
         default=1.0, gt=0, description="How often the proxy writes settled usage to the ledger."
     )
-    flush_batch_size: int = Field(default=1000, ge=1, description="Ledger entries per write.")
+    flush_batch_size: int = Field(default=2000, ge=1, description="Ledger entries per write.")
 
     # --- the LiteLLM proxy adapter (solaris_tokens/proxy; issue 3)
     proxy_flush_ledger: bool = Field(
