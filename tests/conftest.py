@@ -3,6 +3,7 @@ real servers (Redis + PostgreSQL of this machine), selected by the `backend` par
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -25,6 +26,9 @@ from tests.support import (
     postgres_reachable,
     redis_reachable,
 )
+
+# Importing litellm must never reach for the internet (its model cost map) in any test.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 BACKENDS = ["embedded", "real"]
 
