@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, MutableMapping
+from dataclasses import replace
 from typing import Any
 
 from solaris_tokens.domain import ReleaseOutcome, Settlement, Usage, Verdict
@@ -101,8 +102,21 @@ class QuotaGate:
         try:
             return await self.quota.settle(ticket.email, ticket.reservation_id, usage)
         except InvalidInput as exc:
-            log.error("usage of %s refused (%s): %s", ticket.email, ticket.reservation_id, exc)
-            return None
+            # Absurd usage (beyond the configured cap): debit what was authorized instead, so the
+            # request is neither free nor lost, and say so loudly.
+            log.error(
+                "usage of %s refused (%s): %s; debiting the estimate of %d instead",
+                ticket.email,
+                ticket.reservation_id,
+                exc,
+                ticket.estimate,
+            )
+            fallback = replace(usage, prompt_tokens=ticket.estimate, completion_tokens=0)
+            try:
+                return await self.quota.settle(ticket.email, ticket.reservation_id, fallback)
+            except Exception as retry_exc:
+                self._retry_later(ticket, fallback, retry_exc)
+                return None
         except Exception as exc:
             self._retry_later(ticket, usage, exc)
             return None

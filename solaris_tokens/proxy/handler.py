@@ -81,12 +81,14 @@ def request_headers(data: Mapping[str, Any]) -> Mapping[str, object]:
 
 
 def _int(value: object) -> int | None:
+    """A token count as reported, or None when malformed (negative, NaN, not a number): the caller
+    then debits the reservation's estimate rather than trusting or dropping it."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return max(value, 0)
-    if isinstance(value, float) and value == value:
-        return max(int(value), 0)
+        return value if value >= 0 else None
+    if isinstance(value, float) and value == value and value >= 0 and value != float("inf"):
+        return int(value)
     return None
 
 

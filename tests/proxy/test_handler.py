@@ -279,6 +279,30 @@ async def test_success_without_any_usage_debits_the_estimate(handler: SolarisHan
     assert (await runtime.quota.counters(MARIA)).used == data["metadata"][METADATA_KEY]["estimate"]
 
 
+@pytest.mark.parametrize("prompt, completion", [(-5, 10), (10, -1), (float("nan"), 3)])
+async def test_malformed_usage_debits_the_estimate_not_zero(
+    handler: SolarisHandler, runtime: Runtime, prompt: Any, completion: Any
+) -> None:
+    data = chat_request(MARIA, max_tokens=50)
+    await pre_call(handler, data)
+    kwargs = success_kwargs(data, 0, 0)
+    kwargs["standard_logging_object"]["prompt_tokens"] = prompt
+    kwargs["standard_logging_object"]["completion_tokens"] = completion
+    await handler.async_log_success_event(kwargs, None, None, None)
+    counters = await runtime.quota.counters(MARIA)
+    assert counters.used == data["metadata"][METADATA_KEY]["estimate"]
+    assert counters.reserved == 0
+
+
+async def test_absurd_usage_is_refused_and_the_estimate_debited(handler: SolarisHandler, runtime: Runtime) -> None:
+    data = chat_request(MARIA, max_tokens=50)
+    await pre_call(handler, data)
+    await succeed(handler, data, runtime.settings.max_request_tokens + 1, 0)
+    counters = await runtime.quota.counters(MARIA)
+    assert counters.used == data["metadata"][METADATA_KEY]["estimate"]
+    assert counters.reserved == 0
+
+
 async def test_calls_that_spend_no_tokens_pass_untouched(handler: SolarisHandler, runtime: Runtime) -> None:
     data = chat_request(None)
     before = copy.deepcopy({k: v for k, v in data.items() if k != "litellm_logging_obj"})
