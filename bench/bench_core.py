@@ -151,15 +151,23 @@ async def bench_flush(rt: Runtime, pg_url: str, rows: int) -> dict[str, float]:
     return {"solaris flusher (stream → PostgreSQL)": ours, "plain COPY of the same rows": plain}
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pairs", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=Settings().flush_batch_size, help="ledger flush batch")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--loop",
+        choices=["uvloop", "asyncio"],
+        default="uvloop",
+        help="event loop (the LiteLLM proxy runs on uvloop under uvicorn)",
+    )
+    return parser.parse_args()
 
+
+async def main(args: argparse.Namespace) -> None:
     db = f"solaris_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{db}"')
@@ -195,4 +203,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    arguments = parse_args()
+    print(f"event loop: {arguments.loop}")
+    if arguments.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main(arguments))
+    else:
+        asyncio.run(main(arguments))
