@@ -81,6 +81,11 @@ class Settings(BaseSettings):
         description="Run the ledger flusher inside the proxy. Set false when Celery beat runs "
         "solaris.ledger.flush, to keep SQL work off the proxy's event loop.",
     )
+    proxy_deliver_emails: bool = Field(
+        default=False,
+        description="Deliver outbox emails from the proxy itself (scripts/serve turns it on in embedded mode, "
+        "where no Celery worker runs).",
+    )
     redis_warm_connections: int = Field(
         default=256,
         ge=0,

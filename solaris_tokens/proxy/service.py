@@ -12,6 +12,7 @@ import contextlib
 import logging
 
 from solaris_tokens import estimate
+from solaris_tokens.notify.delivery import OutboxDelivery
 from solaris_tokens.proxy.gate import QuotaGate
 from solaris_tokens.proxy.rejections import RejectionRecorder
 from solaris_tokens.runtime import Runtime, build_runtime
@@ -49,6 +50,23 @@ def _build(settings: Settings) -> Runtime:
         return build_runtime(settings, migrate=False)
 
 
+async def deliver_emails(runtime: Runtime, stop: asyncio.Event) -> None:
+    """Deliver due outbox emails from the proxy (embedded mode: no Celery worker is running).
+
+    The same delivery the `solaris.email.deliver` task runs, in a thread, every
+    `email_delivery_interval_seconds`; claims make it safe next to workers too.
+    """
+    delivery = OutboxDelivery.from_settings(runtime.settings, runtime.engine, clock=runtime.ledger.clock)
+    interval = runtime.settings.email_delivery_interval_seconds
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(delivery.run)
+        except Exception:
+            log.exception("email delivery failed; retrying in %.0f s", interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+
+
 class ProxyService:
     def __init__(self, runtime: Runtime, gate: QuotaGate) -> None:
         self.runtime = runtime
@@ -76,6 +94,9 @@ class ProxyService:
                 interval = runtime.settings.flush_interval_seconds
                 flusher = runtime.flusher.run(interval, service.stop)
                 service.tasks.append(asyncio.create_task(flusher, name="solaris-ledger-flusher"))
+            if runtime.settings.proxy_deliver_emails:
+                mailer = deliver_emails(runtime, service.stop)
+                service.tasks.append(asyncio.create_task(mailer, name="solaris-email-delivery"))
         log.info(
             "solaris-tokens ready (redis: %s, ledger: %s)",
             "configured" if runtime.settings.redis_url else "embedded",

@@ -496,3 +496,30 @@ async def test_flusher_can_be_left_to_the_workers(runtime: Runtime) -> None:
         assert sorted(t.get_name() for t in service.tasks) == ["solaris-ledger-flusher", "solaris-rejections"]
     finally:
         await service.aclose(close_runtime=False)
+
+
+async def test_proxy_delivers_emails_when_no_worker_runs(runtime: Runtime, tmp_path: Any) -> None:
+    """Embedded mode (scripts/serve): the 80% alert is written as an .eml file by the proxy itself."""
+    runtime.settings.redis_warm_connections = 0
+    runtime.settings.proxy_deliver_emails = True
+    runtime.settings.email_delivery_interval_seconds = 0.05
+    runtime.settings.flush_interval_seconds = 0.05
+    runtime.settings.email_dir = tmp_path / "mail"
+    await runtime.quota.ensure_loaded(MARIA)
+    await runtime.quota.set_limit(MARIA, 1000, actor="test")
+    service = await ProxyService.start(runtime=runtime)
+    try:
+        assert "solaris-email-delivery" in [t.get_name() for t in service.tasks]
+        handler = SolarisHandler(service=service)
+        data = chat_request(MARIA, max_tokens=10)
+        await pre_call(handler, data)
+        await succeed(handler, data, 800, 10)
+        for _ in range(200):  # bounded wait for the background tasks (no timing is asserted)
+            files = list((tmp_path / "mail").glob("*.eml"))
+            if files:
+                break
+            await asyncio.sleep(0.05)
+        assert len(files) == 1
+        assert "80% dos seus tokens foram utilizados" in files[0].read_text()
+    finally:
+        await service.aclose(close_runtime=False)
