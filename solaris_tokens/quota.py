@@ -31,7 +31,7 @@ from solaris_tokens.domain import (
     UserStatus,
     Verdict,
 )
-from solaris_tokens.errors import ConcurrentChange, InvalidInput, StoreUnavailable
+from solaris_tokens.errors import ConcurrentChange, InvalidInput
 from solaris_tokens.ledger.database import as_utc
 from solaris_tokens.ledger.models import User
 from solaris_tokens.ledger.repository import Ledger
@@ -309,12 +309,9 @@ class QuotaService:
         user = await asyncio.to_thread(
             self.ledger.update_user, email, changes, actor=actor, action=action, reason=reason
         )
-        fields = self.ledger.effective(user).profile_fields()
-        try:
-            await self.store.update_profile(email, fields)
-        except StoreUnavailable:
-            # The ledger holds the change; the next load or `ledger rebuild` applies it.
-            raise
+        # If Redis is unreachable this raises after the ledger already holds the change; the next
+        # load or `ledger rebuild` applies it there.
+        await self.store.update_profile(email, self.ledger.effective(user).profile_fields())
         return user
 
     async def set_limit(self, email: str, tokens: int, *, actor: str, reason: str = "") -> User:
