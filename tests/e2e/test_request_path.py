@@ -68,7 +68,10 @@ def stack(
         trusted_key_aliases=["librechat"],
     )
     with _stores(request.param, settings) as settings:
-        proxy = ProxyProcess(workdir, proxy_config(upstream.url, custom_auth=True), solaris_env(settings)).start()
+        # The deadline is not under test here (test_store_outage.py tests it); 200 requests at once
+        # saturate this 2-core machine, and a 0.5 s deadline then turns a slow reserve into a 503.
+        env = {**solaris_env(settings), "SOLARIS_REDIS_TIMEOUT_SECONDS": "5"}
+        proxy = ProxyProcess(workdir, proxy_config(upstream.url, custom_auth=True), env).start()
         engine = ledger_engine(settings)
         try:
             yield Stack(proxy, settings, engine, upstream)
