@@ -1,7 +1,9 @@
 """Quota core benchmark, on the real Redis and PostgreSQL of this machine, in one run.
 
-1. reserve+settle pairs per second in one process, side by side with
+1. reserve+settle pairs per second in one process (the request path on the store's pipelined
+   channel, as in the proxy), side by side with
    - the practical ceiling: two raw redis-py EVALSHA calls of a trivial script per pair;
+   - the same two trivial EVALSHA calls over the pipelined channel;
    - the naive approach: GET the counters, compare in Python, INCRBY (not atomic: shown for cost only).
 2. Ledger flush rows per second (Redis stream → PostgreSQL, through LedgerFlusher) side by side
    with a plain COPY of the same rows into a scratch table.
@@ -22,6 +24,7 @@ from datetime import UTC, datetime
 import psycopg
 from redis.asyncio import Redis
 
+from solaris_tokens.counters.channel import RedisChannel
 from solaris_tokens.counters.connect import async_client
 from solaris_tokens.domain import Usage
 from solaris_tokens.ledger.database import make_engine, upgrade
@@ -29,6 +32,7 @@ from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+CEILING = "raw EVALSHA x2, redis-py (ceiling)"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
@@ -64,6 +68,15 @@ async def bench_pairs(rt: Runtime, raw: Redis, total: int, concurrency: int, use
         await trivial(keys=[key], args=[1])
         await trivial(keys=[key], args=[1])
 
+    channel = RedisChannel.for_client(raw, timeout=5.0)
+    assert channel is not None
+    await raw.script_load(trivial.script)
+
+    async def channel_ceiling(i: int) -> None:
+        key = f"{prefix}:raw:{i % users}"
+        await channel.evalsha(trivial.sha, trivial.script, [key], [1])
+        await channel.evalsha(trivial.sha, trivial.script, [key], [1])
+
     async def naive(i: int) -> None:
         key = f"{prefix}:naive:{i % users}"
         used = int(await raw.get(key) or 0)
@@ -72,12 +85,14 @@ async def bench_pairs(rt: Runtime, raw: Redis, total: int, concurrency: int, use
 
     results: dict[str, float] = {}
     for name, fn in (
-        ("raw EVALSHA x2 (ceiling)", ceiling),
-        ("naive GET+INCRBY", naive),
+        (CEILING, ceiling),
+        ("raw EVALSHA x2, pipelined channel", channel_ceiling),
+        ("naive GET+INCRBY (redis-py)", naive),
         ("solaris reserve+settle", ours),
     ):
         await timed_pairs(fn, min(2000, total), concurrency)  # warm-up
         results[name] = await timed_pairs(fn, total, concurrency)
+    await channel.aclose()
     return results
 
 
@@ -183,10 +198,10 @@ async def main(args: argparse.Namespace) -> None:
             pairs = await bench_pairs(
                 rt, raw, args.pairs if concurrency > 1 else args.pairs // 4, concurrency, args.users
             )
-            ceiling = pairs["raw EVALSHA x2 (ceiling)"]
+            ceiling = pairs[CEILING]
             print(f"\nreserve+settle pairs/s, one process, {concurrency} in flight ({args.users} users):")
             for name, rate in pairs.items():
-                print(f"  {name:32s} {rate:10,.0f} pairs/s   {rate / ceiling:5.2f}x ceiling")
+                print(f"  {name:36s} {rate:10,.0f} pairs/s   {rate / ceiling:5.2f}x ceiling")
         await rt.flusher.drain()
         flush = await bench_flush(rt, pg_url, args.rows)
         print(f"\nledger flush, {args.rows:,} usage rows:")

@@ -11,13 +11,13 @@ its whole history on every turn, and only the new messages are tokenized.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +70,8 @@ class Estimator:
         self.fallback = settings.fallback_estimate
         self.default_completion = settings.default_completion_estimate
         self.cap = settings.max_request_tokens
-        self._counts: OrderedDict[tuple[str, int, int], int] = OrderedDict()
-        self._lock = threading.Lock()
+        # (encoding, hash, length) of a text -> its token count; insertion-ordered, oldest evicted first.
+        self._counts: dict[tuple[str, int, int], int] = {}
 
     def estimate(self, request: Mapping[str, Any], *, call_type: str = "") -> Estimate:
         """Estimate a request body (chat, text completion, embeddings, responses, Anthropic messages)."""
@@ -96,17 +96,22 @@ class Estimator:
             total += REPLY_PRIMING
             for message in messages:
                 total += TOKENS_PER_MESSAGE
-                if isinstance(message, Mapping):
+                if isinstance(message, dict | Mapping):
                     if message.get("name"):
                         total += TOKENS_PER_NAME
-                    total += self._count_value(message.get("content"), encoding)
+                    content = message.get("content")
+                    if isinstance(content, str):  # the common case, without the generic walk
+                        total += self._count_text(content, encoding)
+                    elif content is not None:
+                        total += self._count_value(content, encoding)
                     total += self._count_json(message.get("tool_calls"), encoding)
                     total += self._count_json(message.get("function_call"), encoding)
                 else:
                     total += self._count_value(message, encoding)
         for name in _TEXT_FIELDS:
-            if name != "messages":
-                total += self._count_value(request.get(name), encoding)
+            value = request.get(name)
+            if value is not None and name != "messages":
+                total += self._count_value(value, encoding)
         for name in ("tools", "functions", "response_format"):
             total += self._count_json(request.get(name), encoding)
         return total
@@ -119,9 +124,9 @@ class Estimator:
             return self._count_text(value, encoding)
         if isinstance(value, int) and not isinstance(value, bool):
             return 1  # a token id (embeddings of pre-tokenized input)
-        if isinstance(value, Sequence):
+        if isinstance(value, list | tuple | Sequence):
             return sum(self._count_value(item, encoding) for item in value)
-        if isinstance(value, Mapping):
+        if isinstance(value, dict | Mapping):
             kind = str(value.get("type") or "")
             if kind in ("image_url", "input_image", "image"):
                 detail = value.get("detail")
@@ -144,20 +149,19 @@ class Estimator:
         if not text:
             return 0
         key = (encoding.name, hash(text), len(text))
-        with self._lock:
-            cached = self._counts.get(key)
-            if cached is not None:
-                self._counts.move_to_end(key)
-                return cached
+        counts = self._counts
+        cached = counts.get(key)
+        if cached is not None:
+            return cached
         if len(text) <= _EXACT_CHARS:
             count = len(encoding.encode_ordinary(text))
         else:
             head = len(encoding.encode_ordinary(text[:_EXACT_CHARS]))
             count = -(-head * len(text) // _EXACT_CHARS)
-        with self._lock:
-            self._counts[key] = count
-            if len(self._counts) > _COUNT_CACHE_SIZE:
-                self._counts.popitem(last=False)
+        counts[key] = count
+        if len(counts) > _COUNT_CACHE_SIZE:
+            with contextlib.suppress(RuntimeError, StopIteration):  # another thread changed it meanwhile
+                counts.pop(next(iter(counts)), None)
         return count
 
     # --- completion ---------------------------------------------------------------------------

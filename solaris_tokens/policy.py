@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from solaris_tokens.errors import InvalidInput
 
@@ -23,8 +24,8 @@ class Period:
     def of(cls, moment: datetime) -> Period:
         if moment.tzinfo is None:
             raise InvalidInput("timestamps must be timezone-aware")
-        utc = moment.astimezone(UTC)
-        return cls(utc.year, utc.month)
+        utc = moment if moment.tzinfo is UTC else moment.astimezone(UTC)
+        return _period(utc.year, utc.month)
 
     @classmethod
     def parse(cls, name: str) -> Period:
@@ -35,7 +36,7 @@ class Period:
 
     @property
     def name(self) -> str:
-        return f"{self.year:04d}-{self.month:02d}"
+        return _period_name(self.year, self.month)
 
     @property
     def start(self) -> datetime:
@@ -52,10 +53,26 @@ class Period:
     @property
     def end(self) -> datetime:
         """The first instant of the next period: the spec's `next_reset`."""
-        return self.next.start
+        return _period_end(self.year, self.month)
 
     def __str__(self) -> str:
         return self.name
+
+
+# Every request asks for the current period: cache the few that ever occur in one process.
+@lru_cache(maxsize=64)
+def _period(year: int, month: int) -> Period:
+    return Period(year, month)
+
+
+@lru_cache(maxsize=64)
+def _period_name(year: int, month: int) -> str:
+    return f"{year:04d}-{month:02d}"
+
+
+@lru_cache(maxsize=64)
+def _period_end(year: int, month: int) -> datetime:
+    return Period(year, month).next.start
 
 
 def require_tokens(value: object, what: str, *, cap: int, allow_zero: bool = True) -> int:

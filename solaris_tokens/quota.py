@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
+import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from solaris_tokens.clock import Clock, from_ms, to_ms, utc_now
@@ -42,9 +42,13 @@ _NO_PROFILE = "no_profile"
 _LOAD_ATTEMPTS = 5
 
 
+# json.dumps builds a new encoder whenever an option differs from the defaults: keep one.
+_compact_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def new_reservation_id() -> str:
-    """Our own id for a reservation: never taken from the client."""
-    return uuid.uuid4().hex
+    """Our own id for a reservation (128 random bits, hex): never taken from the client."""
+    return os.urandom(16).hex()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,10 +130,11 @@ class QuotaService:
         rid = reservation_id or new_reservation_id()
         now = self.clock()
         period = Period.of(now)
-        expires = to_ms(now + timedelta(seconds=self.settings.reservation_ttl_seconds))
+        now_ms = to_ms(now)
+        expires = now_ms + self.settings.reservation_ttl_seconds * 1000
         for _ in range(_LOAD_ATTEMPTS):
             raw = await self.store.reserve(
-                email, now_ms=to_ms(now), period=period.name, reservation_id=rid, estimate=estimate, expires_ms=expires
+                email, now_ms=now_ms, period=period.name, reservation_id=rid, estimate=estimate, expires_ms=expires
             )
             if raw.verdict != _NO_PROFILE:
                 break
@@ -157,14 +162,13 @@ class QuotaService:
         if not reservation_id:
             raise InvalidInput("a reservation id is required")
         now = self.clock()
-        payload = json.dumps(
+        payload = _compact_json(
             {
                 "call_id": usage.call_id,
                 "model": usage.model,
                 "started_ms": to_ms(usage.started_at) if usage.started_at else None,
                 "latency_ms": usage.latency_ms,
-            },
-            separators=(",", ":"),
+            }
         )
         for _ in range(_LOAD_ATTEMPTS):
             raw = await self.store.settle(

@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 from sqlalchemy import Engine
 
 from solaris_tokens.clock import Clock, utc_now
+from solaris_tokens.counters.channel import RedisChannel
 from solaris_tokens.counters.connect import async_client, redis_url
 from solaris_tokens.counters.redis import RedisCounterStore
 from solaris_tokens.keys import KeyBuilder
@@ -35,6 +36,7 @@ class Runtime:
     flusher: LedgerFlusher
 
     async def aclose(self) -> None:
+        await self.store.aclose()
         await self.redis.aclose()
         self.engine.dispose()
 
@@ -54,11 +56,13 @@ def build_runtime(
         if migrate:
             upgrade(engine)
     keys = KeyBuilder(settings.key_prefix, settings.shards)
+    timeout = settings.redis_timeout_seconds
     store = RedisCounterStore(
         redis,
         keys,
-        timeout_seconds=settings.redis_timeout_seconds,
+        timeout_seconds=timeout,
         reservation_retention_ms=settings.settled_id_retention_seconds * 1000,
+        channel=RedisChannel.for_client(redis, timeout=timeout) if settings.redis_pipeline else None,
     )
     ledger = Ledger(engine, settings, clock)
     quota = QuotaService(settings, store, ledger, clock)
@@ -83,6 +87,7 @@ def run_sync(work: Callable[[Runtime], Awaitable[T]], settings: Settings | None 
         try:
             return await work(runtime)
         finally:
+            await runtime.store.aclose()
             await runtime.redis.aclose()
 
     return asyncio.run(main())

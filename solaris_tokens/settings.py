@@ -35,6 +35,13 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(
         default=512, ge=1, description="Redis pool size; callers wait for a free connection instead of failing."
     )
+    redis_pipeline: bool = Field(
+        default=True,
+        description=(
+            "Send reserve, settle and release over one pipelined connection per process (plain TCP or Unix"
+            " socket); false = redis-py's pool for every call."
+        ),
+    )
 
     # --- quota
     default_plan: str = Field(default="basic", description="Plan of auto-provisioned users.")

@@ -15,11 +15,47 @@ from typing import Any
 from redis import Redis as SyncRedis
 from redis import exceptions as redis_errors
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.connection import HiredisRespSerializer
 
 from solaris_tokens.settings import Settings
 
 _embedded_lock = threading.Lock()
 _embedded_url: str | None = None
+
+
+class _HiredisPacking:
+    """Pack commands with hiredis, as redis-py's synchronous client already does.
+
+    redis-py's asyncio connections always pack in pure Python, one `Encoder.encode` per argument:
+    about 55 µs of CPU for one of our script calls (15 arguments), a quarter of a reserve+settle
+    pair. hiredis (a dependency of ours) packs the same bytes in C.
+    """
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+class HiredisConnection(_HiredisPacking, Connection):
+    """TCP connection packing with hiredis."""
+
+
+class HiredisSSLConnection(_HiredisPacking, SSLConnection):
+    """TLS connection packing with hiredis."""
+
+
+class HiredisUnixConnection(_HiredisPacking, UnixDomainSocketConnection):
+    """Unix-socket connection packing with hiredis."""
+
+
+_HIREDIS_CLASSES: dict[type, type] = {
+    Connection: HiredisConnection,
+    SSLConnection: HiredisSSLConnection,
+    UnixDomainSocketConnection: HiredisUnixConnection,
+}
 
 
 def async_client(url: str, settings: Settings) -> Redis:
@@ -31,8 +67,10 @@ def async_client(url: str, settings: Settings) -> Redis:
     waiting for a pooled connection keep a generous backstop.
     """
     backstop = max(2.0, settings.redis_timeout_seconds * 4)
-    pool = BlockingConnectionPool.from_url(
-        url,
+    options = parse_url(url)
+    options["connection_class"] = _HIREDIS_CLASSES[options.get("connection_class", Connection)]
+    pool = BlockingConnectionPool(
+        **options,
         max_connections=settings.redis_max_connections,
         timeout=backstop,
         socket_timeout=None,

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.commands.core import AsyncScript
 
 from solaris_tokens.counters.base import (
     LedgerEvent,
@@ -18,6 +19,7 @@ from solaris_tokens.counters.base import (
     RawSettle,
     StoredCounters,
 )
+from solaris_tokens.counters.channel import RedisChannel
 from solaris_tokens.domain import AlertKind, CreditKind, ReleaseOutcome
 from solaris_tokens.errors import InvalidInput, StoreUnavailable
 from solaris_tokens.keys import KeyBuilder
@@ -38,8 +40,24 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _store_error(exc: Exception) -> Exception:
+    """Our own error for a driver error: StoreUnavailable, or InvalidInput for a script's refusal
+    (`exc` itself when it is neither)."""
+    if isinstance(exc, TimeoutError):
+        return StoreUnavailable("Redis did not answer in time")
+    if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
+        return StoreUnavailable(f"Redis unreachable: {exc}")
+    if isinstance(exc, redis_errors.ResponseError) and "solaris:" in str(exc):
+        return InvalidInput(str(exc).split("solaris:", 1)[1].strip())
+    return exc
+
+
 class RedisCounterStore:
-    """CounterStore over a redis-py asyncio client (a real server, or fakeredis in-process)."""
+    """CounterStore over a redis-py asyncio client (a real server, or fakeredis in-process).
+
+    With a `channel`, the request path (reserve, settle, release) goes over that one pipelined
+    connection instead of redis-py's pool; everything else stays on redis-py.
+    """
 
     def __init__(
         self,
@@ -48,9 +66,11 @@ class RedisCounterStore:
         *,
         timeout_seconds: float = 0.25,
         reservation_retention_ms: int = 7 * 24 * 3600 * 1000,
+        channel: RedisChannel | None = None,
     ) -> None:
         self.client = client
         self.keys = keys
+        self.channel = channel
         self.timeout_seconds = timeout_seconds
         self._retention_ms = reservation_retention_ms
         self._reserve = client.register_script(_script_source("reserve"))
@@ -81,14 +101,29 @@ class RedisCounterStore:
                 if not self._scripts_loaded:
                     await self._load_scripts()
                 return await work()
-        except TimeoutError as exc:
-            raise StoreUnavailable("Redis did not answer in time") from exc
-        except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as exc:
-            raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
-        except redis_errors.ResponseError as exc:
-            if "solaris:" in str(exc):
-                raise InvalidInput(str(exc).split("solaris:", 1)[1].strip()) from exc
-            raise
+        except Exception as exc:
+            ours = _store_error(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
+
+    async def _hot(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
+        """A request-path script call: over the pipelined channel when there is one (it keeps the
+        deadline itself, with one timer for all calls), else through redis-py under `_call`."""
+        if self.channel is None or not self._scripts_loaded:
+            return await self._call(lambda: script(keys=keys, args=args))
+        try:
+            return await self.channel.evalsha(script.sha, script.script, keys, args)
+        except Exception as exc:
+            ours = _store_error(exc)
+            if ours is exc:
+                raise
+            raise ours from exc
+
+    async def aclose(self) -> None:
+        """Close the pipelined channel (the redis-py client belongs to whoever built it)."""
+        if self.channel is not None:
+            await self.channel.aclose()
 
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD every script once, so calls are plain EVALSHA (redis-py still falls back to
@@ -106,7 +141,7 @@ class RedisCounterStore:
         k = self.keys.user(email)
         keys = [k.profile, k.period(period), k.reservations, k.reservation_expiry, k.stream]
         args: list[str | int] = [email, now_ms, period, reservation_id, estimate, expires_ms, _PERIOD_TTL_S]
-        reply = await self._call(lambda: self._reserve(keys=keys, args=args))
+        reply = await self._hot(self._reserve, keys, args)
         verdict = _text(reply[0])
         if verdict == "no_profile":
             return RawReserve(verdict)
@@ -138,7 +173,7 @@ class RedisCounterStore:
             now_ms - self._retention_ms,
             _PERIOD_TTL_S,
         ]
-        reply = await self._call(lambda: self._settle(keys=keys, args=args))
+        reply = await self._hot(self._settle, keys, args)
         outcome = _text(reply[0])
         if outcome in ("no_profile", "duplicate"):
             return RawSettle(outcome)
@@ -148,7 +183,7 @@ class RedisCounterStore:
     async def release(self, email: str, reservation_id: str) -> tuple[ReleaseOutcome, int]:
         k = self.keys.user(email)
         keys = [k.profile, k.reservations, k.reservation_expiry]
-        reply = await self._call(lambda: self._release(keys=keys, args=[reservation_id]))
+        reply = await self._hot(self._release, keys, [reservation_id])
         return ReleaseOutcome(_text(reply[0])), int(reply[1])
 
     # --- administration -----------------------------------------------------------------------

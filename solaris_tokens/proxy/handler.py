@@ -116,9 +116,10 @@ def usage_of(kwargs: Mapping[str, Any], response: object) -> tuple[int, int] | N
     return (prompt, completion) if prompt is not None else None
 
 
-def _moment(value: object) -> datetime | None:
+def _epoch(value: object) -> float | None:
+    """A positive epoch timestamp in seconds, as LiteLLM logs startTime/endTime, or None."""
     if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-        return datetime.fromtimestamp(float(value), UTC)
+        return float(value)
     return None
 
 
@@ -127,15 +128,15 @@ def usage_record(kwargs: Mapping[str, Any], prompt: int, completion: int) -> Usa
     slo = kwargs.get("standard_logging_object")
     slo = slo if isinstance(slo, Mapping) else {}
     model = slo.get("model_group") or slo.get("model") or kwargs.get("model") or ""
-    started = _moment(slo.get("startTime"))
-    ended = _moment(slo.get("endTime"))
-    latency = int((ended - started).total_seconds() * 1000) if started and ended and ended >= started else None
+    started = _epoch(slo.get("startTime"))
+    ended = _epoch(slo.get("endTime"))
+    latency = int((ended - started) * 1000) if started and ended and ended >= started else None
     return Usage(
         prompt_tokens=prompt,
         completion_tokens=completion,
         model=str(model)[:200],
         call_id=str(kwargs.get("litellm_call_id") or slo.get("id") or "")[:200],
-        started_at=started,
+        started_at=datetime.fromtimestamp(started, UTC) if started else None,
         latency_ms=latency,
     )
 

@@ -2,7 +2,7 @@
 
 LiteLLM hands `data["metadata"]` back to the success and failure hooks, but clients can put
 anything in `metadata` too, and some routes may log a success without running the pre-call hook.
-So the hook always overwrites the key, and the ticket carries an HMAC made with a secret born in
+So the hook always overwrites the key, and the ticket carries a MAC (keyed BLAKE2b) made with a secret born in
 this process (the hooks of one request always run in the process that received it): a ticket the
 client wrote, or one from another process, does not open, and debits nobody.
 """
@@ -35,8 +35,10 @@ class TicketSigner:
         self._secret = secret or secrets.token_bytes(32)
 
     def _mac(self, email: str, rid: str, estimate: int, reserved: bool) -> str:
+        # Keyed BLAKE2b is a MAC by design (RFC 7693) and, unlike OpenSSL's HMAC, costs well under
+        # a microsecond: this runs twice per request.
         message = f"{email}\n{rid}\n{estimate}\n{int(reserved)}".encode()
-        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        return hashlib.blake2b(message, key=self._secret, digest_size=32).hexdigest()
 
     def seal(self, ticket: Ticket) -> dict[str, Any]:
         return {

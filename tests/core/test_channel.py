@@ -1,0 +1,214 @@
+"""The pipelined connection of the request path: order, errors, deadlines, losses, endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import fakeredis
+import hiredis
+import pytest
+from redis import exceptions as redis_errors
+
+from solaris_tokens.counters.channel import RedisChannel
+from solaris_tokens.counters.connect import async_client
+from solaris_tokens.settings import Settings
+from tests.support import REAL_REDIS_URL, need_service, redis_reachable
+
+
+class ScriptedServer:
+    """A tiny RESP server: answers ECHO, AUTH, SELECT; holds replies while `answering` is clear;
+    `HANGUP` closes the connection. It records every command it receives."""
+
+    def __init__(self) -> None:
+        self.answering = asyncio.Event()
+        self.answering.set()
+        self.connections = 0
+        self.commands: list[list[str]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        parser = hiredis.Reader(encoding="utf-8")
+        try:
+            while data := await reader.read(65536):
+                parser.feed(data)
+                while (command := parser.gets()) is not False:
+                    self.commands.append(command)
+                    await self.answering.wait()
+                    name = command[0].upper()
+                    if name == "HANGUP":
+                        writer.close()
+                        return
+                    if name == "ECHO":
+                        body = command[1].encode()
+                        writer.write(b"$%d\r\n%s\r\n" % (len(body), body))
+                    elif name in ("AUTH", "SELECT"):
+                        writer.write(b"+OK\r\n")
+                    else:
+                        writer.write(b"-ERR unknown command\r\n")
+                await writer.drain()
+        except ConnectionError:
+            return
+
+
+@pytest.fixture
+async def scripted(tmp_path: Path) -> AsyncIterator[tuple[ScriptedServer, str]]:
+    server = ScriptedServer()
+    tcp = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = tcp.sockets[0].getsockname()[1]
+    yield server, f"redis://127.0.0.1:{port}/0"
+    tcp.close()
+
+
+def channel_for(url: str, timeout: float = 2.0) -> RedisChannel:
+    channel = RedisChannel.for_client(async_client(url, Settings()), timeout=timeout)
+    assert channel is not None
+    return channel
+
+
+@pytest.fixture
+def real_url() -> str:
+    ok, detail = redis_reachable()
+    need_service("Redis", ok, detail)
+    return REAL_REDIS_URL
+
+
+async def test_a_thousand_concurrent_calls_each_get_their_own_reply(real_url: str) -> None:
+    channel = channel_for(real_url)
+    key = f"tchan:{uuid.uuid4().hex}"
+    try:
+        echoes = await asyncio.gather(*(channel.call("ECHO", f"m{i}") for i in range(1000)))
+        counts = await asyncio.gather(*(channel.call("INCR", key) for _ in range(1000)))
+        assert echoes == [f"m{i}" for i in range(1000)]
+        assert sorted(counts) == list(range(1, 1001))
+    finally:
+        await channel.call("DEL", key)
+        await channel.aclose()
+
+
+async def test_an_error_reply_is_raised_and_the_connection_keeps_serving(real_url: str) -> None:
+    channel = channel_for(real_url)
+    try:
+        with pytest.raises(redis_errors.ResponseError):
+            await channel.call("NO-SUCH-COMMAND")
+        with pytest.raises(redis_errors.DataError):
+            await channel.call("ECHO", None)
+        assert await channel.call("ECHO", "still here") == "still here"
+    finally:
+        await channel.aclose()
+
+
+async def test_evalsha_loads_a_script_the_server_does_not_know(real_url: str) -> None:
+    source = f"-- {uuid.uuid4().hex}\nreturn ARGV[1] + 1"
+    sha = hashlib.sha1(source.encode()).hexdigest()
+    channel = channel_for(real_url)
+    try:
+        with pytest.raises(redis_errors.NoScriptError):
+            await channel.call("EVALSHA", sha, 0, 1)
+        assert await channel.evalsha(sha, source, [], [41]) == 42
+    finally:
+        await channel.aclose()
+
+
+async def test_the_database_number_of_the_url_is_selected(real_url: str) -> None:
+    url = real_url.rsplit("/", 1)[0] + "/1"
+    channel = channel_for(url)
+    key = f"tchan:{uuid.uuid4().hex}"
+    plain = async_client(url, Settings())
+    try:
+        await channel.call("SET", key, "db1")
+        assert await plain.get(key) == "db1"
+    finally:
+        await plain.delete(key)
+        await plain.aclose()
+        await channel.aclose()
+
+
+async def test_password_and_username_are_sent_before_any_command(
+    scripted: tuple[ScriptedServer, str],
+) -> None:
+    server, url = scripted
+    channel = channel_for(url.replace("redis://", "redis://ops:s3cret@").replace("/0", "/3"))
+    try:
+        assert await channel.call("ECHO", "hi") == "hi"
+        assert server.commands[:3] == [["AUTH", "ops", "s3cret"], ["SELECT", "3"], ["ECHO", "hi"]]
+    finally:
+        await channel.aclose()
+
+
+async def test_a_silent_server_gives_timeouts_and_a_late_reply_goes_to_nobody_else(
+    scripted: tuple[ScriptedServer, str],
+) -> None:
+    server, url = scripted
+    channel = channel_for(url, timeout=0.05)
+    try:
+        assert await channel.call("ECHO", "warm") == "warm"
+        server.answering.clear()
+        with pytest.raises(TimeoutError):
+            await channel.call("ECHO", "late")
+        server.answering.set()
+        # The reply to "late" arrives first and is discarded; this call gets its own.
+        assert await channel.call("ECHO", "next") == "next"
+        assert server.connections == 1
+    finally:
+        await channel.aclose()
+
+
+async def test_a_server_silent_for_many_deadlines_is_dropped_and_reopened(
+    scripted: tuple[ScriptedServer, str],
+) -> None:
+    server, url = scripted
+    channel = channel_for(url, timeout=0.02)
+    try:
+        assert await channel.call("ECHO", "warm") == "warm"
+        server.answering.clear()
+        with pytest.raises(TimeoutError):
+            await channel.call("ECHO", "lost")
+        await asyncio.sleep(0.3)  # well past 8 deadlines: the link is given up
+        server.answering.set()
+        assert await channel.call("ECHO", "fresh") == "fresh"
+        assert server.connections == 2
+    finally:
+        await channel.aclose()
+
+
+async def test_a_closed_connection_fails_the_calls_in_flight_then_reconnects(
+    scripted: tuple[ScriptedServer, str],
+) -> None:
+    server, url = scripted
+    channel = channel_for(url)
+    try:
+        assert await channel.call("ECHO", "a") == "a"
+        results = await asyncio.gather(channel.call("HANGUP"), channel.call("ECHO", "b"), return_exceptions=True)
+        assert all(isinstance(r, redis_errors.ConnectionError) for r in results), results
+        assert await channel.call("ECHO", "c") == "c"
+        assert server.connections == 2
+    finally:
+        await channel.aclose()
+
+
+async def test_a_unix_socket_url_is_pipelined_too(tmp_path: Path) -> None:
+    server = ScriptedServer()
+    path = tmp_path / "redis.sock"
+    unix = await asyncio.start_unix_server(server.handle, str(path))
+    channel = channel_for(f"unix://{path}")
+    try:
+        assert await channel.call("ECHO", "over unix") == "over unix"
+    finally:
+        await channel.aclose()
+        unix.close()
+
+
+async def test_an_unreachable_server_raises_a_connection_error() -> None:
+    channel = channel_for("redis://127.0.0.1:1/0")
+    with pytest.raises(OSError):
+        await channel.call("PING")
+
+
+def test_tls_and_in_process_clients_are_not_pipelined() -> None:
+    settings = Settings()
+    assert RedisChannel.for_client(async_client("rediss://127.0.0.1:6380/0", settings), timeout=1) is None
+    assert RedisChannel.for_client(fakeredis.FakeAsyncRedis(), timeout=1) is None
