@@ -78,8 +78,10 @@ class _PipelineProtocol(asyncio.Protocol):
         while pending:
             try:
                 reply = self._reader.gets()
-            except redis_errors.InvalidResponse as exc:
-                self._fail(exc)
+            except (redis_errors.InvalidResponse, UnicodeDecodeError) as exc:
+                self._fail(redis_errors.ConnectionError(f"unreadable reply from Redis: {exc}"))
+                if self._transport is not None:
+                    self._transport.abort()
                 return
             if reply is False:
                 return
@@ -105,15 +107,24 @@ class _PipelineProtocol(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         self._outgoing.append(packed)
         future = self._loop.create_future()
-        self._pending.append(_Pending(future, self._loop.time() + self._timeout))
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._pending[-1].deadline, self._expire)
+        deadline = self._loop.time() + self._timeout
+        self._pending.append(_Pending(future, deadline))
+        timer = self._timer
+        if timer is None or deadline < timer.when():  # the timer may be set for a dead-link check
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._expire)
         return future
 
     def _flush(self) -> None:
-        if self._outgoing and self._transport is not None and self.lost is None:
-            self._transport.write(b"".join(self._outgoing))
-        self._outgoing.clear()
+        outgoing, self._outgoing = self._outgoing, []
+        transport = self._transport
+        if not outgoing or transport is None or self.lost is not None:
+            return
+        if transport.is_closing():  # closed by the server; connection_lost is on its way
+            self._fail(redis_errors.ConnectionError("Redis connection closed"))
+            return
+        transport.write(b"".join(outgoing))
 
     # --- deadlines ----------------------------------------------------------------------------
 
@@ -169,7 +180,7 @@ class RedisChannel:
         self.endpoint = endpoint
         self.timeout = timeout
         self._protocol: _PipelineProtocol | None = None
-        self._connecting: asyncio.Lock | None = None
+        self._connecting: asyncio.Task[_PipelineProtocol] | None = None
 
     @classmethod
     def for_client(cls, client: Redis, *, timeout: float) -> RedisChannel | None:
@@ -195,7 +206,7 @@ class RedisChannel:
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        reply = await protocol.send(args)
+        reply = await protocol.send(args)  # the protocol's timer keeps this call's deadline
         if isinstance(reply, redis_errors.ResponseError):
             raise _typed_error(reply)
         return reply
@@ -209,22 +220,25 @@ class RedisChannel:
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
 
     async def _connect(self) -> _PipelineProtocol:
-        if self._connecting is None:
-            self._connecting = asyncio.Lock()
-        async with self._connecting:
-            if self._protocol is not None and self._protocol.lost is None:
-                return self._protocol
-            loop = asyncio.get_running_loop()
-            e = self.endpoint
-            async with asyncio.timeout(self.timeout):
-                if e.path:
-                    _, protocol = await loop.create_unix_connection(
-                        lambda: _PipelineProtocol(loop, self.timeout), e.path
-                    )
-                else:
-                    _, protocol = await loop.create_connection(
-                        lambda: _PipelineProtocol(loop, self.timeout), e.host, e.port
-                    )
+        """Wait for the connection attempt in progress, or start one: every caller waiting at the
+        same time shares one attempt and its outcome, under one deadline."""
+        task = self._connecting
+        if task is None or task.done():
+            task = self._connecting = asyncio.ensure_future(self._open())
+            task.add_done_callback(_consume_exception)
+        async with asyncio.timeout(self.timeout):
+            return await asyncio.shield(task)
+
+    async def _open(self) -> _PipelineProtocol:
+        loop = asyncio.get_running_loop()
+        e = self.endpoint
+        async with asyncio.timeout(self.timeout):
+            if e.path:
+                _, protocol = await loop.create_unix_connection(lambda: _PipelineProtocol(loop, self.timeout), e.path)
+            else:
+                _, protocol = await loop.create_connection(
+                    lambda: _PipelineProtocol(loop, self.timeout), e.host, e.port
+                )
             try:
                 if e.password:
                     auth = ("AUTH", e.username, e.password) if e.username else ("AUTH", e.password)
@@ -234,22 +248,35 @@ class RedisChannel:
             except BaseException:
                 protocol.close()
                 raise
-            self._protocol = protocol
-            return protocol
+        self._protocol = protocol
+        return protocol
 
     async def aclose(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            self._connecting.cancel()
         if self._protocol is not None:
             self._protocol.close()
             self._protocol = None
 
 
 def _typed_error(reply: redis_errors.ResponseError) -> redis_errors.RedisError:
+    """The redis-py error class redis-py itself would raise for this reply."""
     message = str(reply)
     if message.startswith("NOSCRIPT"):
         return redis_errors.NoScriptError(message)
     if message.startswith(("NOAUTH", "WRONGPASS")):
         return redis_errors.AuthenticationError(message)
+    if message.startswith("LOADING"):  # a restarted Redis still reading its data
+        return redis_errors.BusyLoadingError(message)
+    if message.startswith("ERR max number of clients"):
+        return redis_errors.ConnectionError(message)
     return reply
+
+
+def _consume_exception(task: asyncio.Task[Any]) -> None:
+    """A failed connection attempt is reported to its waiters; never log it again as unretrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _raise_error(reply: Any) -> None:

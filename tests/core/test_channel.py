@@ -157,6 +157,39 @@ async def test_a_silent_server_gives_timeouts_and_a_late_reply_goes_to_nobody_el
         await channel.aclose()
 
 
+async def test_a_call_after_an_expiry_keeps_its_own_deadline(scripted: tuple[ScriptedServer, str]) -> None:
+    """After the first expiry the timer waits for the dead-link check (7 deadlines later); a new
+    call must still fail at its own deadline, not then (that would also drop the link)."""
+    server, url = scripted
+    channel = channel_for(url, timeout=0.05)
+    try:
+        assert await channel.call("ECHO", "warm") == "warm"
+        server.answering.clear()
+        with pytest.raises(TimeoutError):
+            await channel.call("ECHO", "first")
+        with pytest.raises(TimeoutError):  # builtin TimeoutError: its own deadline, not the dead link
+            await channel.call("ECHO", "second")
+        server.answering.set()
+        assert await channel.call("ECHO", "third") == "third"
+        assert server.connections == 1
+    finally:
+        await channel.aclose()
+
+
+async def test_callers_waiting_for_a_connection_share_one_attempt(scripted: tuple[ScriptedServer, str]) -> None:
+    server, url = scripted
+    server.answering.clear()  # the AUTH of the attempt is never answered
+    channel = channel_for(url.replace("redis://", "redis://:pw@"), timeout=0.05)
+    try:
+        results = await asyncio.gather(*(channel.call("ECHO", str(i)) for i in range(50)), return_exceptions=True)
+        assert all(isinstance(r, TimeoutError) for r in results), results
+        assert server.connections == 1
+        server.answering.set()
+        assert await channel.call("ECHO", "after") == "after"
+    finally:
+        await channel.aclose()
+
+
 async def test_a_server_silent_for_many_deadlines_is_dropped_and_reopened(
     scripted: tuple[ScriptedServer, str],
 ) -> None:
