@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib.resources import files
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
@@ -40,16 +40,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _store_error(exc: Exception) -> Exception:
-    """Our own error for a driver error: StoreUnavailable, or InvalidInput for a script's refusal
-    (`exc` itself when it is neither)."""
+def _raise_as_store_error(exc: Exception) -> NoReturn:
+    """Raise our own error for a driver error: StoreUnavailable, or InvalidInput for a script's
+    refusal; any other exception goes on as it is."""
     if isinstance(exc, TimeoutError):
-        return StoreUnavailable("Redis did not answer in time")
+        raise StoreUnavailable("Redis did not answer in time") from exc
     if isinstance(exc, redis_errors.ConnectionError | redis_errors.TimeoutError | OSError):
-        return StoreUnavailable(f"Redis unreachable: {exc}")
+        raise StoreUnavailable(f"Redis unreachable: {exc}") from exc
     if isinstance(exc, redis_errors.ResponseError) and "solaris:" in str(exc):
-        return InvalidInput(str(exc).split("solaris:", 1)[1].strip())
-    return exc
+        raise InvalidInput(str(exc).split("solaris:", 1)[1].strip()) from exc
+    raise exc
 
 
 class RedisCounterStore:
@@ -102,10 +102,7 @@ class RedisCounterStore:
                     await self._load_scripts()
                 return await work()
         except Exception as exc:
-            ours = _store_error(exc)
-            if ours is exc:
-                raise
-            raise ours from exc
+            _raise_as_store_error(exc)
 
     async def _hot(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """A request-path script call: over the pipelined channel when there is one (it keeps the
@@ -115,10 +112,7 @@ class RedisCounterStore:
         try:
             return await self.channel.evalsha(script.sha, script.script, keys, args)
         except Exception as exc:
-            ours = _store_error(exc)
-            if ours is exc:
-                raise
-            raise ours from exc
+            _raise_as_store_error(exc)
 
     async def aclose(self) -> None:
         """Close the pipelined channel (the redis-py client belongs to whoever built it)."""

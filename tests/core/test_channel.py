@@ -76,6 +76,14 @@ def real_url() -> str:
     return REAL_REDIS_URL
 
 
+async def silence_and_expire(server: ScriptedServer, channel: RedisChannel) -> None:
+    """One answered call, then a silent server: the next call fails at its deadline."""
+    assert await channel.call("ECHO", "warm") == "warm"
+    server.answering.clear()
+    with pytest.raises(TimeoutError):
+        await channel.call("ECHO", "late")
+
+
 async def test_a_thousand_concurrent_calls_each_get_their_own_reply(real_url: str) -> None:
     channel = channel_for(real_url)
     key = f"tchan:{uuid.uuid4().hex}"
@@ -145,10 +153,7 @@ async def test_a_silent_server_gives_timeouts_and_a_late_reply_goes_to_nobody_el
     server, url = scripted
     channel = channel_for(url, timeout=0.05)
     try:
-        assert await channel.call("ECHO", "warm") == "warm"
-        server.answering.clear()
-        with pytest.raises(TimeoutError):
-            await channel.call("ECHO", "late")
+        await silence_and_expire(server, channel)
         server.answering.set()
         # The reply to "late" arrives first and is discarded; this call gets its own.
         assert await channel.call("ECHO", "next") == "next"
@@ -163,10 +168,7 @@ async def test_a_call_after_an_expiry_keeps_its_own_deadline(scripted: tuple[Scr
     server, url = scripted
     channel = channel_for(url, timeout=0.05)
     try:
-        assert await channel.call("ECHO", "warm") == "warm"
-        server.answering.clear()
-        with pytest.raises(TimeoutError):
-            await channel.call("ECHO", "first")
+        await silence_and_expire(server, channel)
         with pytest.raises(TimeoutError):  # builtin TimeoutError: its own deadline, not the dead link
             await channel.call("ECHO", "second")
         server.answering.set()
@@ -196,10 +198,7 @@ async def test_a_server_silent_for_many_deadlines_is_dropped_and_reopened(
     server, url = scripted
     channel = channel_for(url, timeout=0.02)
     try:
-        assert await channel.call("ECHO", "warm") == "warm"
-        server.answering.clear()
-        with pytest.raises(TimeoutError):
-            await channel.call("ECHO", "lost")
+        await silence_and_expire(server, channel)
         await asyncio.sleep(0.3)  # well past 8 deadlines: the link is given up
         server.answering.set()
         assert await channel.call("ECHO", "fresh") == "fresh"
