@@ -11,12 +11,20 @@ Per round and proxy:
 - proxy CPU per request, from the process's own accounting (/proc/<pid>/stat utime + stime);
 - latency at concurrency 1 (p50, p99).
 
-    .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 300] [--sequential 100]
-                                          [--flusher proxy|worker] [--noop]
+    .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
+                                          [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
-ledger streams from this script instead (the production layout, where Celery beat does it);
+ledger streams from this script between measurement windows, as Celery beat does on the worker's
+machine in production; its cost per entry is printed apart. `--flusher worker-live` drains every
+second during the windows instead: on this 2-core machine that work (and PostgreSQL's) then
+competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
+`--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
+this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
+time and throughput are not disturbed by the processes that drive it; the threads of a local
+Redis and PostgreSQL are moved to the other CPUs too for the run, and put back afterwards (in
+production they are other machines). `--no-pin` leaves everything to the scheduler.
 
 Goals (issue 3): throughput ratio ≥ 0.95, CPU ratio ≤ 1.05, added p50 ≤ 1 ms.
 """
@@ -120,8 +128,9 @@ async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: in
 
 
 @contextmanager
-def worker_flusher(settings: Settings) -> Iterator[None]:
-    """What the Celery beat task does in production: drain the ledger streams every second, elsewhere."""
+def live_worker_flusher(settings: Settings) -> Iterator[None]:
+    """`--flusher worker-live`: drain the ledger streams every second from a thread of this script,
+    during the measurements too (on this 2-core machine, that work competes with the load and the proxy)."""
     stop = threading.Event()
 
     def run() -> None:
@@ -145,6 +154,58 @@ def worker_flusher(settings: Settings) -> Iterator[None]:
         thread.join(10)
 
 
+class BetweenWindowsFlusher:
+    """`--flusher worker`: what Celery beat's `solaris.ledger.flush` does on the worker's machine,
+    run here between measurement windows so its work (and PostgreSQL's) is not charged to either
+    proxy on a machine they share; its own cost is measured and reported instead."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.runtime = build_runtime(settings)
+        self.entries = 0
+        self.cpu_seconds = 0.0
+        self.wall_seconds = 0.0
+
+    def drain(self) -> None:
+        cpu0, wall0 = time.process_time(), time.perf_counter()
+        self.entries += self.loop.run_until_complete(self.runtime.flusher.drain())
+        self.cpu_seconds += time.process_time() - cpu0
+        self.wall_seconds += time.perf_counter() - wall0
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.runtime.aclose())
+        self.loop.close()
+
+
+SERVERS = ("redis-server", "postgres")
+
+
+def pin_local_servers(cpus: set[int]) -> dict[int, set[int]]:
+    """Move every thread of the local Redis and PostgreSQL servers to `cpus` (so their work never
+    lands on the proxies' CPU); returns the previous affinities for `restore_affinities`."""
+    previous: dict[int, set[int]] = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or (proc / "comm").read_text().strip() not in SERVERS:
+                continue
+            for task in (proc / "task").iterdir():
+                tid = int(task.name)
+                before = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, cpus)
+                previous[tid] = before
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to move
+    return previous
+
+
+def restore_affinities(previous: dict[int, set[int]]) -> None:
+    for tid, cpus in previous.items():
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            continue
+
+
 def drop_keys(prefix: str) -> None:
     import redis
 
@@ -162,21 +223,42 @@ def median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--requests", type=int, default=300, help="requests per throughput run (concurrency 20)")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1000,
+        help="requests per throughput run (concurrency 20); ~1,000 spans about one full garbage "
+        "collection of LiteLLM's heap (≈ 0.3 s), so a round does not hinge on whether one fell in it",
+    )
     parser.add_argument("--sequential", type=int, default=100, help="requests per latency run (concurrency 1)")
     parser.add_argument(
         "--noop", action="store_true", help="add a third proxy whose callback does nothing (LiteLLM's own share)"
     )
     parser.add_argument(
         "--flusher",
-        choices=["proxy", "worker"],
+        choices=["proxy", "worker", "worker-live"],
         default="proxy",
-        help="where the ledger flusher runs: in the proxy (default settings) or in a separate worker "
-        "(SOLARIS_PROXY_FLUSH_LEDGER=false; this script's own thread plays the Celery worker)",
+        help="where the ledger flusher runs: in the proxy (default settings), or in a worker "
+        "(SOLARIS_PROXY_FLUSH_LEDGER=false) played by this script between windows (worker) or "
+        "every second during them (worker-live)",
+    )
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=len(os.sched_getaffinity(0)) >= 2,
+        help="proxies on the last CPU, everything this script starts on the others",
     )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    proxy_cpus: set[int] | None = None
+    moved: dict[int, set[int]] = {}
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        proxy_cpus = {cpus[-1]}
+        os.sched_setaffinity(0, set(cpus[:-1]))  # inherited by the upstream and the flusher thread
+        moved = pin_local_servers(set(cpus[:-1]))
+        print(f"proxies on CPU {cpus[-1]}; this script, the upstream and {len(moved)} Redis/PostgreSQL threads off it")
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     upstream_port = free_port()
@@ -188,6 +270,7 @@ def main() -> None:
     )
     upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
     with ExitStack() as stack:
+        stack.callback(restore_affinities, moved)
         stack.callback(upstream.wait, 10)
         stack.callback(upstream.terminate)
         settings = Settings(
@@ -201,15 +284,24 @@ def main() -> None:
             settings.database_url = stack.enter_context(fresh_database())
         env = solaris_env(settings)
         plugin_env = env
-        if args.flusher == "worker":
+        between: BetweenWindowsFlusher | None = None
+        if args.flusher != "proxy":
             plugin_env = {**env, "SOLARIS_PROXY_FLUSH_LEDGER": "false"}
-            stack.enter_context(worker_flusher(settings))
-        with_plugin = ProxyProcess(workdir / "a", proxy_config(upstream_url, shipped_models=False), plugin_env)
-        without = ProxyProcess(workdir / "b", proxy_config(upstream_url, callback=False, shipped_models=False), env)
+        if args.flusher == "worker-live":
+            stack.enter_context(live_worker_flusher(settings))
+        elif args.flusher == "worker":
+            between = BetweenWindowsFlusher(settings)
+            stack.callback(between.close)
+        with_plugin = ProxyProcess(
+            workdir / "a", proxy_config(upstream_url, shipped_models=False), plugin_env, cpus=proxy_cpus
+        )
+        without = ProxyProcess(
+            workdir / "b", proxy_config(upstream_url, callback=False, shipped_models=False), env, cpus=proxy_cpus
+        )
         proxies = [(with_plugin, Runs(), "with"), (without, Runs(), "without")]
         if args.noop:
             config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
-            proxies.append((ProxyProcess(workdir / "c", config, env), Runs(), "no-op callback"))
+            proxies.append((ProxyProcess(workdir / "c", config, env, cpus=proxy_cpus), Runs(), "no-op callback"))
         for proxy, _, _ in proxies:
             stack.callback(proxy.stop)
             proxy.start()
@@ -218,6 +310,8 @@ def main() -> None:
             order = proxies if round_no % 2 == 0 else proxies[::-1]
             for proxy, runs, _ in order:
                 asyncio.run(one_run(proxy, runs, args.requests, args.sequential))
+                if between is not None:
+                    between.drain()
             print(
                 f"round {round_no + 1}: "
                 + " | ".join(
@@ -231,6 +325,7 @@ def main() -> None:
         added_p50 = median([x - y for x, y in zip(a.p50_ms, b.p50_ms, strict=True)])
         added_p99 = median([x - y for x, y in zip(a.p99_ms, b.p99_ms, strict=True)])
         ledger = ("PostgreSQL" if settings.database_url else "SQLite") + f", flusher in the {args.flusher}"
+        ledger += f"; proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "; no CPU pinning"
         print()
         print(f"{args.rounds} interleaved rounds; ledger: {ledger}; medians over rounds")
         print(f"{'':28s}" + "".join(f"{name:>16s}" for _, _, name in proxies))
@@ -244,6 +339,12 @@ def main() -> None:
         for _, r, name in proxies:
             if r.errors:
                 print(f"{name}: {len(r.errors)} non-200 answers: {sorted(set(r.errors))}")
+        if between is not None and between.entries:
+            print(
+                f"worker flush, between windows: {between.entries} ledger entries, "
+                f"{between.cpu_seconds / between.entries * 1e6:.0f} µs CPU per entry in this script "
+                f"({between.entries / between.wall_seconds:,.0f} entries/s), not charged to the proxy"
+            )
         print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
         print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)")
         print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")

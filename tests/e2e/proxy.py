@@ -54,8 +54,17 @@ def proxy_config(
 
 
 class ProxyProcess:
-    def __init__(self, workdir: Path, config: dict[str, Any], env: dict[str, str], *, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: dict[str, Any],
+        env: dict[str, str],
+        *,
+        port: int | None = None,
+        cpus: set[int] | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.cpus = cpus  # CPU affinity of the proxy and all its threads (benchmarks), None: any
         self.config = config
         self.port = port or free_port()
         self.master_key = env.get("LITELLM_MASTER_KEY") or new_master_key()
@@ -91,6 +100,7 @@ class ProxyProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, self.cpus)) if self.cpus else None,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
