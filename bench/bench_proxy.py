@@ -13,6 +13,7 @@ Per round and proxy:
 
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
+                                          [--variant started|ping|admit|admit-ping ...]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -20,6 +21,8 @@ machine in production; its cost per entry is printed apart. `--flusher worker-li
 second during the windows instead: on this 2-core machine that work (and PostgreSQL's) then
 competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
+`--variant NAME` (repeatable) adds a proxy running only part of the plugin
+(bench/variant_callbacks.py: started, ping, admit, admit-ping), to trace a difference to a part.
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -61,6 +64,8 @@ from tests.support import REAL_REDIS_URL, postgres_reachable  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOOP_CALLBACK = "bench.noop_callback.handler"
+VARIANT_CALLBACK = "bench.variant_callbacks.handler"
+VARIANTS = ("started", "ping", "admit", "admit-ping")  # bench/variant_callbacks.py
 USERS = [f"bench{i}@example.com" for i in range(50)]
 BODY = {
     "model": "fake-ok",
@@ -235,6 +240,13 @@ def main() -> None:
         "--noop", action="store_true", help="add a third proxy whose callback does nothing (LiteLLM's own share)"
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        choices=VARIANTS,
+        default=[],
+        help="add a proxy running only part of the plugin (bench/variant_callbacks.py); repeatable",
+    )
+    parser.add_argument(
         "--flusher",
         choices=["proxy", "worker", "worker-live"],
         default="proxy",
@@ -302,6 +314,11 @@ def main() -> None:
         if args.noop:
             config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
             proxies.append((ProxyProcess(workdir / "c", config, env, cpus=proxy_cpus), Runs(), "no-op callback"))
+        for variant in args.variant:
+            config = proxy_config(upstream_url, callback=VARIANT_CALLBACK, shipped_models=False)
+            variant_env = {**plugin_env, "SOLARIS_BENCH_VARIANT": variant}
+            proxy = ProxyProcess(workdir / f"v-{variant}", config, variant_env, cpus=proxy_cpus)
+            proxies.append((proxy, Runs(), variant))
         for proxy, _, _ in proxies:
             stack.callback(proxy.stop)
             proxy.start()

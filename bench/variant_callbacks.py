@@ -1,0 +1,63 @@
+"""Pieces of the plugin, one at a time, for `bench_proxy.py --variant NAME` (a third proxy).
+
+Each variant starts the real plugin service (same imports, same heap, same Redis channel) and
+runs only part of its request work, so an end-to-end difference can be traced to a part:
+
+- `started`: the service is built, the hooks do nothing;
+- `ping`: one Redis round trip (PING over the channel) in the pre-call hook, none after;
+- `admit`: the real pre-call hook (identity, estimate, reserve, ticket); nothing after the call;
+- `admit-ping`: the real pre-call hook; after the call, the ticket is opened and the usage read
+  as the real success hook does, then one PING instead of the settle script.
+
+The full plugin is the benchmark's `with` proxy. Selected by SOLARIS_BENCH_VARIANT.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from bench.noop_callback import NoopHandler
+from solaris_tokens.proxy.handler import SolarisHandler, caller_key, request_headers, usage_of, usage_record
+from solaris_tokens.proxy.service import ProxyService
+from solaris_tokens.proxy.ticket import find_ticket
+
+VARIANTS = ("started", "ping", "admit", "admit-ping")
+VARIANT = os.environ.get("SOLARIS_BENCH_VARIANT", "started")
+
+
+async def _ping(service: ProxyService) -> None:
+    channel = service.runtime.store.channel
+    if channel is None:
+        raise RuntimeError("the variants need the pipelined channel (a redis:// URL)")
+    await channel.call("PING")
+
+
+class VariantHandler(NoopHandler):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.plugin = SolarisHandler()
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
+    ) -> dict[str, Any]:
+        service = await self.plugin.service()
+        if VARIANT == "ping":
+            await _ping(service)
+        elif VARIANT in ("admit", "admit-ping"):
+            key = caller_key(user_api_key_dict)
+            await service.gate.admit(data, headers=request_headers(data), key=key, call_type=call_type)
+        return data
+
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        service = self.plugin._service
+        if VARIANT != "admit-ping" or service is None or not isinstance(kwargs, Mapping):
+            return
+        ticket = service.gate.open(find_ticket([kwargs.get("litellm_params"), kwargs]))
+        if ticket is not None:
+            usage_record(kwargs, *(usage_of(kwargs, response_obj) or (ticket.estimate, 0)))
+            await _ping(service)
+
+
+handler = VariantHandler()
