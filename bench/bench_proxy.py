@@ -13,7 +13,7 @@ Per round and proxy:
 
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
-                                          [--variant started|ping|admit|admit-ping ...]
+                                          [--variant started|ping|admit|admit-ping|full ...]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -22,7 +22,10 @@ second during the windows instead: on this 2-core machine that work (and Postgre
 competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
 `--variant NAME` (repeatable) adds a proxy running only part of the plugin
-(bench/variant_callbacks.py: started, ping, admit, admit-ping), to trace a difference to a part.
+(bench/variant_callbacks.py: started, ping, admit, admit-ping, full), to trace a difference to a
+part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control).
+`--reverse-start` starts the proxies in reverse order: the first one started has measured slower
+than identical proxies started after it, so compare both orders.
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -65,7 +68,10 @@ from tests.support import REAL_REDIS_URL, postgres_reachable  # noqa: E402
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOOP_CALLBACK = "bench.noop_callback.handler"
 VARIANT_CALLBACK = "bench.variant_callbacks.handler"
-VARIANTS = ("started", "ping", "admit", "admit-ping")  # bench/variant_callbacks.py
+VARIANTS = ("started", "ping", "admit", "admit-ping", "full")  # bench/variant_callbacks.py
+# Controls: the full plugin again in another process, registered as `with` is (the instance path,
+# started once the probe's 401 answered) or as README documents it (the module path, no probe).
+CONTROLS = {"plugin": True, "plugin-module": "solaris_tokens.proxy.handler"}
 USERS = [f"bench{i}@example.com" for i in range(50)]
 BODY = {
     "model": "fake-ok",
@@ -242,7 +248,7 @@ def main() -> None:
     parser.add_argument(
         "--variant",
         action="append",
-        choices=VARIANTS,
+        choices=[*VARIANTS, *CONTROLS],
         default=[],
         help="add a proxy running only part of the plugin (bench/variant_callbacks.py); repeatable",
     )
@@ -259,6 +265,11 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=len(os.sched_getaffinity(0)) >= 2,
         help="proxies on the last CPU, everything this script starts on the others",
+    )
+    parser.add_argument(
+        "--reverse-start",
+        action="store_true",
+        help="start the proxies in reverse order (the first one started measured slower, whatever it ran)",
     )
     args = parser.parse_args()
     if args.rounds < 1:
@@ -315,11 +326,12 @@ def main() -> None:
             config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
             proxies.append((ProxyProcess(workdir / "c", config, env, cpus=proxy_cpus), Runs(), "no-op callback"))
         for variant in args.variant:
-            config = proxy_config(upstream_url, callback=VARIANT_CALLBACK, shipped_models=False)
+            callback = CONTROLS.get(variant, VARIANT_CALLBACK)
+            config = proxy_config(upstream_url, callback=callback, shipped_models=False)
             variant_env = {**plugin_env, "SOLARIS_BENCH_VARIANT": variant}
             proxy = ProxyProcess(workdir / f"v-{variant}", config, variant_env, cpus=proxy_cpus)
             proxies.append((proxy, Runs(), variant))
-        for proxy, _, _ in proxies:
+        for proxy, _, _ in proxies[::-1] if args.reverse_start else proxies:
             stack.callback(proxy.stop)
             proxy.start()
         a, b = proxies[0][1], proxies[1][1]

@@ -7,7 +7,8 @@ runs only part of its request work, so an end-to-end difference can be traced to
 - `ping`: one Redis round trip (PING over the channel) in the pre-call hook, none after;
 - `admit`: the real pre-call hook (identity, estimate, reserve, ticket); nothing after the call;
 - `admit-ping`: the real pre-call hook; after the call, the ticket is opened and the usage read
-  as the real success hook does, then one PING instead of the settle script.
+  as the real success hook does, then one PING instead of the settle script;
+- `full`: both real hooks, called from this class (the plugin's work, another registered class).
 
 The full plugin is the benchmark's `with` proxy. Selected by SOLARIS_BENCH_VARIANT.
 """
@@ -23,7 +24,7 @@ from solaris_tokens.proxy.handler import SolarisHandler, caller_key, request_hea
 from solaris_tokens.proxy.service import ProxyService
 from solaris_tokens.proxy.ticket import find_ticket
 
-VARIANTS = ("started", "ping", "admit", "admit-ping")
+VARIANTS = ("started", "ping", "admit", "admit-ping", "full")
 VARIANT = os.environ.get("SOLARIS_BENCH_VARIANT", "started")
 
 
@@ -45,12 +46,15 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
         service = await self.plugin.service()
         if VARIANT == "ping":
             await _ping(service)
-        elif VARIANT in ("admit", "admit-ping"):
+        elif VARIANT in ("admit", "admit-ping", "full"):
             key = caller_key(user_api_key_dict)
             await service.gate.admit(data, headers=request_headers(data), key=key, call_type=call_type)
         return data
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if VARIANT == "full":
+            await self.plugin.async_log_success_event(kwargs, response_obj, start_time, end_time)
+            return
         service = self.plugin._service
         if VARIANT != "admit-ping" or service is None or not isinstance(kwargs, Mapping):
             return
