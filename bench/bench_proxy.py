@@ -14,6 +14,7 @@ Per round and proxy:
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
                                           [--variant started|ping|admit|admit-ping|full ...]
+                                          [--no-twice] [--reverse-start]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -24,8 +25,10 @@ competes with the load generator and the proxies.
 `--variant NAME` (repeatable) adds a proxy running only part of the plugin
 (bench/variant_callbacks.py: started, ping, admit, admit-ping, full), to trace a difference to a
 part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control).
-`--reverse-start` starts the proxies in reverse order: the first one started has measured slower
-than identical proxies started after it, so compare both orders.
+The first proxy started has measured slower than identical proxies started after it, so by
+default (`--twice`) each configuration runs in two processes started A B B A (with, without,
+without-2, with-2) and the ratios compare the means of the pairs, round by round;
+`--reverse-start` starts them in reverse order.
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -231,6 +234,12 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def per_round(group: list[Runs], attr: str) -> list[float]:
+    """One figure per round for a configuration: the mean over its processes."""
+    series = [getattr(runs, attr) for runs in group]
+    return [statistics.fmean(values) for values in zip(*series, strict=True)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
@@ -265,6 +274,13 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=len(os.sched_getaffinity(0)) >= 2,
         help="proxies on the last CPU, everything this script starts on the others",
+    )
+    parser.add_argument(
+        "--twice",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="run each configuration in two processes started A B B A, ratios from their means "
+        "(the first proxy started measures slower, whatever it runs); --no-twice: one each",
     )
     parser.add_argument(
         "--reverse-start",
@@ -322,6 +338,14 @@ def main() -> None:
             workdir / "b", proxy_config(upstream_url, callback=False, shipped_models=False), env, cpus=proxy_cpus
         )
         proxies = [(with_plugin, Runs(), "with"), (without, Runs(), "without")]
+        if args.twice:  # started A B B A: a start-order effect falls on both configurations alike
+            without_2 = ProxyProcess(
+                workdir / "b2", proxy_config(upstream_url, callback=False, shipped_models=False), env, cpus=proxy_cpus
+            )
+            with_plugin_2 = ProxyProcess(
+                workdir / "a2", proxy_config(upstream_url, shipped_models=False), plugin_env, cpus=proxy_cpus
+            )
+            proxies += [(without_2, Runs(), "without-2"), (with_plugin_2, Runs(), "with-2")]
         if args.noop:
             config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
             proxies.append((ProxyProcess(workdir / "c", config, env, cpus=proxy_cpus), Runs(), "no-op callback"))
@@ -334,7 +358,8 @@ def main() -> None:
         for proxy, _, _ in proxies[::-1] if args.reverse_start else proxies:
             stack.callback(proxy.stop)
             proxy.start()
-        a, b = proxies[0][1], proxies[1][1]
+        a = [runs for _, runs, name in proxies if name in ("with", "with-2")]
+        b = [runs for _, runs, name in proxies if name in ("without", "without-2")]
         for round_no in range(args.rounds):
             order = proxies if round_no % 2 == 0 else proxies[::-1]
             for proxy, runs, _ in order:
@@ -349,10 +374,10 @@ def main() -> None:
                 ),
                 flush=True,
             )
-        tp_ratio = median([x / y for x, y in zip(a.throughput, b.throughput, strict=True)])
-        cpu_ratio = median([x / y for x, y in zip(a.cpu_ms, b.cpu_ms, strict=True)])
-        added_p50 = median([x - y for x, y in zip(a.p50_ms, b.p50_ms, strict=True)])
-        added_p99 = median([x - y for x, y in zip(a.p99_ms, b.p99_ms, strict=True)])
+        tp_ratio = median([x / y for x, y in zip(per_round(a, "throughput"), per_round(b, "throughput"), strict=True)])
+        cpu_ratio = median([x / y for x, y in zip(per_round(a, "cpu_ms"), per_round(b, "cpu_ms"), strict=True)])
+        added_p50 = median([x - y for x, y in zip(per_round(a, "p50_ms"), per_round(b, "p50_ms"), strict=True)])
+        added_p99 = median([x - y for x, y in zip(per_round(a, "p99_ms"), per_round(b, "p99_ms"), strict=True)])
         ledger = ("PostgreSQL" if settings.database_url else "SQLite") + f", flusher in the {args.flusher}"
         ledger += f"; proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "; no CPU pinning"
         print()
