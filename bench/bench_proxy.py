@@ -33,7 +33,8 @@ without-2, with-2) and the ratios compare the means of the pairs, round by round
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
 Redis and PostgreSQL are moved to the other CPUs too for the run, and put back afterwards (in
-production they are other machines). `--no-pin` leaves everything to the scheduler.
+production they are other machines; if the script is killed, `taskset -a -pc 0-<last> <pid>` puts
+them back). `--no-pin` leaves everything to the scheduler.
 
 Goals (issue 3): throughput ratio ≥ 0.95, CPU ratio ≤ 1.05, added p50 ≤ 1 ms.
 """
