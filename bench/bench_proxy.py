@@ -67,7 +67,7 @@ from solaris_tokens.settings import Settings  # noqa: E402
 from tests.e2e.conftest import fresh_database, solaris_env  # noqa: E402
 from tests.e2e.proxy import ProxyProcess, proxy_config  # noqa: E402
 from tests.e2e.upstream import free_port  # noqa: E402
-from tests.support import REAL_REDIS_URL, postgres_reachable  # noqa: E402
+from tests.support import REAL_REDIS_URL, drop_redis_keys, postgres_reachable  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOOP_CALLBACK = "bench.noop_callback.handler"
@@ -221,16 +221,6 @@ def restore_affinities(previous: dict[int, set[int]]) -> None:
             continue
 
 
-def drop_keys(prefix: str) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REAL_REDIS_URL)
-    names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
-    if names:
-        client.delete(*names)
-    client.close()
-
-
 def median(values: list[float]) -> float:
     return statistics.median(values)
 
@@ -319,7 +309,7 @@ def main() -> None:
             state_dir=workdir / "state",
             sqlite_path=workdir / "ledger.db",
         )
-        stack.callback(drop_keys, settings.key_prefix)
+        stack.callback(drop_redis_keys, settings.key_prefix)
         if postgres_reachable()[0]:
             settings.database_url = stack.enter_context(fresh_database())
         env = solaris_env(settings)

@@ -1,4 +1,4 @@
-"""Shared test helpers: an injectable clock and real-service probes."""
+"""Shared test helpers: an injectable clock, real-service probes, ledger and Redis look-ups."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REAL_REDIS_URL = os.environ.get("SOLARIS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -36,6 +38,23 @@ def need_service(name: str, reachable: bool, detail: str = "") -> None:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: real-service tests must run)")
     pytest.skip(message)
+
+
+def count_rows(engine: Engine, model: type, *where: object) -> int:
+    """How many rows of `model` in the ledger match `where`."""
+    with Session(engine) as s:
+        return int(s.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[arg-type]
+
+
+def drop_redis_keys(prefix: str, url: str = REAL_REDIS_URL) -> None:
+    """Delete every key of one test's (or benchmark's) key prefix on the real Redis."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    names = list(client.scan_iter(match=f"{prefix}:*", count=1000))
+    if names:
+        client.delete(*names)
+    client.close()
 
 
 def redis_reachable(url: str = REAL_REDIS_URL) -> tuple[bool, str]:

@@ -7,20 +7,15 @@ import math
 from datetime import UTC, datetime
 
 import pytest
-from sqlmodel import Session, func, select
+from sqlmodel import Session, select
 
 from solaris_tokens.domain import CreditKind, CreditOutcome, ReleaseOutcome, SettleOutcome, Usage, Verdict
 from solaris_tokens.errors import InvalidInput, UnknownUser
 from solaris_tokens.ledger.models import AuditEntry, CreditEntry, UsageEntry, User
 from solaris_tokens.runtime import Runtime
-from tests.support import FakeClock
+from tests.support import FakeClock, count_rows
 
 MARIA = "maria.silva@x.com"
-
-
-def count(runtime: Runtime, model: type, *where: object) -> int:
-    with Session(runtime.engine) as s:
-        return int(s.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[arg-type]
 
 
 async def test_first_request_creates_user_and_debits_450(runtime: Runtime) -> None:
@@ -35,15 +30,15 @@ async def test_first_request_creates_user_and_debits_450(runtime: Runtime) -> No
     account = await runtime.quota.account(MARIA)
     assert account.available == 999_550
     assert (account.name, account.plan, account.status.value) == ("Maria Silva", "basic", "active")
-    assert count(runtime, UsageEntry) == 1
-    assert count(runtime, AuditEntry, AuditEntry.action == "user.created") == 1
+    assert count_rows(runtime.engine, UsageEntry) == 1
+    assert count_rows(runtime.engine, AuditEntry, AuditEntry.action == "user.created") == 1
 
 
 async def test_concurrent_first_requests_create_exactly_one_user(runtime: Runtime) -> None:
     decisions = await asyncio.gather(*(runtime.quota.authorize("new.user@x.com", 10) for _ in range(50)))
     assert all(d.admitted for d in decisions)
-    assert count(runtime, User) == 1
-    assert count(runtime, AuditEntry, AuditEntry.action == "user.created") == 1
+    assert count_rows(runtime.engine, User) == 1
+    assert count_rows(runtime.engine, AuditEntry, AuditEntry.action == "user.created") == 1
 
 
 async def test_thousand_concurrent_reserves_admit_exactly_what_fits(runtime: Runtime) -> None:
@@ -81,7 +76,7 @@ async def test_settle_twice_debits_once(runtime: Runtime) -> None:
     await runtime.flusher.drain()
     c = await runtime.quota.counters(MARIA)
     assert (c.used, c.reserved, c.requests) == (150, 0, 1)
-    assert count(runtime, UsageEntry) == 1
+    assert count_rows(runtime.engine, UsageEntry) == 1
 
 
 async def test_release_frees_the_reservation_once(runtime: Runtime) -> None:
@@ -105,7 +100,7 @@ async def test_credit_twice_with_one_key_credits_once(runtime: Runtime) -> None:
     account = await runtime.quota.account(MARIA)
     assert account.additional == 500_000
     assert account.available == 1_500_000
-    assert count(runtime, CreditEntry) == 1
+    assert count_rows(runtime.engine, CreditEntry) == 1
 
 
 async def test_concurrent_credits_with_one_key_credit_once(runtime: Runtime) -> None:
@@ -179,7 +174,7 @@ async def test_expired_reservation_stops_counting_and_is_audited(runtime: Runtim
     assert late.outcome is SettleOutcome.LATE  # the real usage is still debited
     assert late.used == 500
     await runtime.flusher.drain()
-    assert count(runtime, AuditEntry, AuditEntry.action == "reservation.expired") == 1
+    assert count_rows(runtime.engine, AuditEntry, AuditEntry.action == "reservation.expired") == 1
 
 
 @pytest.mark.parametrize(
@@ -210,7 +205,7 @@ async def test_bad_credit_is_rejected_and_changes_nothing(runtime: Runtime, toke
         await runtime.quota.credit(MARIA, tokens, CreditKind.BONUS, key="k1", actor="a")  # type: ignore[arg-type]
     assert (await runtime.quota.counters(MARIA)).additional == 0
     await runtime.flusher.drain()
-    assert count(runtime, CreditEntry) == 0
+    assert count_rows(runtime.engine, CreditEntry) == 0
 
 
 def _usage_rows(runtime: Runtime) -> list[UsageEntry]:

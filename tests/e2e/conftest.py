@@ -20,7 +20,7 @@ from solaris_tokens.ledger.database import make_engine
 from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
 from tests.e2e.upstream import FakeUpstream
-from tests.support import REAL_POSTGRES_URL, need_service, postgres_reachable
+from tests.support import REAL_POSTGRES_URL, count_rows, need_service, postgres_reachable
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -97,3 +97,12 @@ async def eventually(check: Callable[[], Awaitable[T]], *, until: Callable[[T], 
         await asyncio.sleep(0.05)
         value = await check()
     return value
+
+
+async def rows_eventually(engine: Engine, expected: int, model: type, *where: object) -> None:
+    """Wait until the ledger holds `expected` matching rows (the flusher writes in the background)."""
+
+    async def current() -> int:
+        return await asyncio.to_thread(count_rows, engine, model, *where)
+
+    await eventually(current, until=lambda n: n == expected)

@@ -13,7 +13,7 @@ from typing import Any
 import openai
 import pytest
 from sqlalchemy import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from solaris_tokens.estimate import Estimator
 from solaris_tokens.ledger.models import UsageEntry, User
@@ -21,10 +21,10 @@ from solaris_tokens.policy import Period
 from solaris_tokens.runtime import Runtime
 from solaris_tokens.settings import Settings
 from tests.e2e import keys
-from tests.e2e.conftest import eventually, fresh_database, ledger_engine, observer, solaris_env
+from tests.e2e.conftest import eventually, fresh_database, ledger_engine, observer, rows_eventually, solaris_env
 from tests.e2e.proxy import ProxyProcess, proxy_config
 from tests.e2e.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, REPLY, SLOW_PARTS, FakeUpstream
-from tests.support import REAL_REDIS_URL, need_service, redis_reachable
+from tests.support import REAL_REDIS_URL, count_rows, drop_redis_keys, need_service, redis_reachable
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +79,7 @@ def stack(
             proxy.stop()
             engine.dispose()
             if settings.redis_url:
-                _drop_keys(settings)
+                drop_redis_keys(settings.key_prefix)
 
 
 @contextmanager
@@ -92,16 +92,6 @@ def _stores(backend: str, settings: Settings) -> Iterator[Settings]:
     need_service("Redis", ok, detail)
     with fresh_database() as url:
         yield settings.model_copy(update={"redis_url": REAL_REDIS_URL, "database_url": url})
-
-
-def _drop_keys(settings: Settings) -> None:
-    import redis
-
-    client = redis.Redis.from_url(REAL_REDIS_URL)
-    names = list(client.scan_iter(match=f"{settings.key_prefix}:*", count=1000))
-    if names:
-        client.delete(*names)
-    client.close()
 
 
 @pytest.fixture
@@ -123,18 +113,6 @@ async def used(rt: Runtime, email: str) -> int:
     return (await rt.quota.counters(email)).used
 
 
-def ledger_rows(stack: Stack, model: type, *where: Any) -> int:
-    with Session(stack.engine) as s:
-        return int(s.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[arg-type]
-
-
-async def rows_eventually(stack: Stack, expected: int, model: type, *where: Any) -> None:
-    async def count() -> int:
-        return await asyncio.to_thread(ledger_rows, stack, model, *where)
-
-    await eventually(count, until=lambda n: n == expected)
-
-
 # --- tests ------------------------------------------------------------------------------------
 
 
@@ -152,7 +130,7 @@ async def test_first_request_creates_user_and_debits_real_usage(stack: Stack, rt
     assert text == REPLY  # streamed through untouched
     await eventually(lambda: used(rt, email), until=lambda n: n == 2 * USED)
 
-    await rows_eventually(stack, 2, UsageEntry, col(UsageEntry.model) == "fake-ok")
+    await rows_eventually(stack.engine, 2, UsageEntry, col(UsageEntry.model) == "fake-ok")
     with Session(stack.engine) as s:
         user = s.exec(select(User).where(User.email == email)).one()
         entries = s.exec(select(UsageEntry).where(UsageEntry.user_id == user.id)).all()
@@ -236,8 +214,8 @@ async def test_missing_or_invalid_email_is_401(stack: Stack, rt: Runtime) -> Non
         assert caught.value.response.status_code == 401
         assert error["message"].startswith("Não foi possível identificar o usuário desta solicitação")
         assert error["provider_specific_fields"]["error"] == "Usuário não identificado"
-    assert ledger_rows(stack, User, col(User.email).like("%example.com%@%")) == 0
-    assert ledger_rows(stack, User, col(User.email).like("%ypal%")) == 0
+    assert count_rows(stack.engine, User, col(User.email).like("%example.com%@%")) == 0
+    assert count_rows(stack.engine, User, col(User.email).like("%ypal%")) == 0
 
 
 async def test_header_from_untrusted_key_is_ignored(stack: Stack, rt: Runtime) -> None:
@@ -250,7 +228,7 @@ async def test_header_from_untrusted_key_is_ignored(stack: Stack, rt: Runtime) -
     before = await _used_or_zero(rt, keys.OWNER_EMAIL)
     await stack.client(victim, api_key=keys.OWNED_KEY).chat.completions.create(model="fake-ok", messages=QUESTION)  # type: ignore[arg-type]
     await eventually(lambda: used(rt, keys.OWNER_EMAIL), until=lambda n: n == before + USED)
-    assert ledger_rows(stack, User, User.email == victim) == 0
+    assert count_rows(stack.engine, User, User.email == victim) == 0
 
     librechat_user = new_email("librechat.user")  # a trusted key's header does name the user
     await stack.client(librechat_user, api_key=keys.LIBRECHAT_KEY).chat.completions.create(
@@ -274,7 +252,7 @@ async def test_upstream_500_releases_the_reservation(stack: Stack, rt: Runtime) 
     counters = await eventually(lambda: rt.quota.counters(email), until=lambda c: c.reserved == 0)
     assert (counters.used, counters.requests) == (0, 0)
     await rt.flusher.drain()
-    assert ledger_rows(stack, UsageEntry, col(UsageEntry.model) == "fake-fail") == 0
+    assert count_rows(stack.engine, UsageEntry, col(UsageEntry.model) == "fake-fail") == 0
 
 
 async def test_same_litellm_call_id_twice_debits_both(stack: Stack, rt: Runtime) -> None:
@@ -288,7 +266,7 @@ async def test_same_litellm_call_id_twice_debits_both(stack: Stack, rt: Runtime)
             extra_headers={"x-litellm-call-id": call_id},
         )
     await eventually(lambda: used(rt, email), until=lambda n: n == 2 * USED)
-    await rows_eventually(stack, 2, UsageEntry, UsageEntry.call_id == call_id)
+    await rows_eventually(stack.engine, 2, UsageEntry, UsageEntry.call_id == call_id)
 
 
 async def test_parallel_requests_on_a_tight_budget_never_overspend(stack: Stack, rt: Runtime) -> None:

@@ -7,7 +7,6 @@ empty one again (a Redis that lost its data), while the proxy keeps answering.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import signal
@@ -22,13 +21,13 @@ import openai
 import pytest
 import redis
 from sqlalchemy import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from solaris_tokens.ledger.models import Rejection, UsageEntry
 from solaris_tokens.proxy.rejections import RejectionReason
 from solaris_tokens.runtime import Runtime
 from solaris_tokens.settings import Settings
-from tests.e2e.conftest import eventually, fresh_database, ledger_engine, observer, solaris_env
+from tests.e2e.conftest import eventually, fresh_database, ledger_engine, observer, rows_eventually, solaris_env
 from tests.e2e.proxy import ProxyProcess, proxy_config
 from tests.e2e.upstream import COMPLETION_TOKENS, PROMPT_TOKENS, FakeUpstream, free_port
 
@@ -125,18 +124,6 @@ async def rt(outage: Outage) -> AsyncIterator[Runtime]:
     await runtime.redis.aclose()
 
 
-def count(engine: Engine, model: type, *where: object) -> int:
-    with Session(engine) as s:
-        return int(s.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[arg-type]
-
-
-async def count_eventually(engine: Engine, expected: int, model: type, *where: object) -> None:
-    async def current() -> int:
-        return await asyncio.to_thread(count, engine, model, *where)
-
-    await eventually(current, until=lambda n: n == expected)
-
-
 async def test_redis_stopped_answers_503_fast_and_requests_flow_again(outage: Outage, rt: Runtime) -> None:
     email = f"resiliente.{uuid.uuid4().hex[:8]}@example.com"
     # The client gives up after 5 s: a proxy that hangs on a dead Redis fails this test.
@@ -149,7 +136,7 @@ async def test_redis_stopped_answers_503_fast_and_requests_flow_again(outage: Ou
     ) as client:
         for _ in range(2):
             await client.chat.completions.create(model="fake-ok", messages=QUESTION)  # type: ignore[arg-type]
-        await count_eventually(outage.engine, 2, UsageEntry)  # in the ledger before Redis goes
+        await rows_eventually(outage.engine, 2, UsageEntry)  # in the ledger before Redis goes
 
         for failure in (outage.redis.freeze, outage.redis.kill):  # slow, then down
             failure()
@@ -162,7 +149,7 @@ async def test_redis_stopped_answers_503_fast_and_requests_flow_again(outage: Ou
             assert response.headers["retry-after"] == "30"
             assert response.json()["error"]["message"] == Settings().maintenance_message
 
-        await count_eventually(
+        await rows_eventually(
             outage.engine, 2, Rejection, col(Rejection.reason) == RejectionReason.STORE_UNAVAILABLE.value
         )
         with Session(outage.engine) as s:
@@ -172,4 +159,4 @@ async def test_redis_stopped_answers_503_fast_and_requests_flow_again(outage: Ou
         await client.chat.completions.create(model="fake-ok", messages=QUESTION)  # type: ignore[arg-type]
         counters = await eventually(lambda: rt.quota.counters(email), until=lambda c: c.used == 3 * USED)
         assert (counters.requests, counters.reserved) == (3, 0)
-        await count_eventually(outage.engine, 3, UsageEntry)  # the flusher found its way back too
+        await rows_eventually(outage.engine, 3, UsageEntry)  # the flusher found its way back too

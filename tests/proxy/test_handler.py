@@ -13,7 +13,7 @@ import pytest
 from litellm.proxy.types_utils.utils import get_instance_fn
 from redis.asyncio import BlockingConnectionPool
 from sqlalchemy import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from solaris_tokens.domain import UserStatus
 from solaris_tokens.ledger.models import Rejection, UsageEntry, User
@@ -26,14 +26,9 @@ from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
 from tests.proxy import payloads
 from tests.proxy.payloads import chat_request, failure_kwargs, master_key, success_kwargs, virtual_key
-from tests.support import FakeClock
+from tests.support import FakeClock, count_rows
 
 MARIA = "maria.silva@example.com"
-
-
-def rows(runtime: Runtime, model: type, *where: object) -> int:
-    with Session(runtime.engine) as s:
-        return int(s.exec(select(func.count()).select_from(model).where(*where)).one())  # type: ignore[arg-type]
 
 
 async def pre_call(handler: SolarisHandler, data: dict[str, Any], key: Any = None) -> dict[str, Any]:
@@ -177,7 +172,7 @@ async def test_missing_or_invalid_email_is_401_and_creates_nothing(handler: Sola
     assert invalid.provider_specific_fields["details"] == {"problem": "invalid"}
     assert "nenhum e-mail foi informado" in missing.message
     assert "não é válido" in invalid.message
-    assert rows(runtime, User) == 0
+    assert count_rows(runtime.engine, User) == 0
 
 
 async def test_header_from_untrusted_key_is_ignored(handler: SolarisHandler, runtime: Runtime) -> None:
@@ -189,7 +184,7 @@ async def test_header_from_untrusted_key_is_ignored(handler: SolarisHandler, run
     await pre_call(handler, data, owned)
     await succeed(handler, data, 10, 10)
     assert (await runtime.quota.counters("joao@example.com")).used == 20
-    assert rows(runtime, User, User.email == "victim@example.com") == 0
+    assert count_rows(runtime.engine, User, User.email == "victim@example.com") == 0
 
 
 async def test_trusted_alias_may_name_the_user(runtime: Runtime, service: ProxyService) -> None:
@@ -222,7 +217,7 @@ async def test_client_ticket_is_overwritten_and_forged_tickets_debit_nobody(
     await pre_call(handler, tampered)
     tampered["metadata"][METADATA_KEY]["email"] = "victim@example.com"
     await succeed(handler, tampered, 1000, 1000)
-    assert rows(runtime, User, User.email == "victim@example.com") == 0
+    assert count_rows(runtime.engine, User, User.email == "victim@example.com") == 0
 
 
 async def test_failed_call_releases_its_reservation(handler: SolarisHandler, runtime: Runtime) -> None:
@@ -241,7 +236,7 @@ async def test_our_own_rejections_make_the_failure_hooks_no_ops(handler: Solaris
     error = await rejected(handler, data)
     await handler.async_log_failure_event(failure_kwargs(data, error), None, None, None)
     await handler.async_post_call_failure_hook(data, error, master_key())
-    assert rows(runtime, User) == 0
+    assert count_rows(runtime.engine, User) == 0
 
 
 async def test_same_litellm_call_id_twice_debits_both(handler: SolarisHandler, runtime: Runtime) -> None:
@@ -406,7 +401,7 @@ async def test_fail_open_admits_without_reservation_and_debits_when_back(
     await asyncio.gather(*service.gate._retries)
     assert (await service.runtime.quota.counters(MARIA)).used == 30
     await service.gate.recorder.flush()
-    assert rows(service.runtime, Rejection, col(Rejection.reason) == RejectionReason.FAIL_OPEN.value) == 1
+    assert count_rows(service.runtime.engine, Rejection, col(Rejection.reason) == RejectionReason.FAIL_OPEN.value) == 1
 
 
 async def test_rejections_wait_for_the_database(outage: tuple[Any, SolarisHandler]) -> None:
@@ -478,7 +473,7 @@ async def test_ledger_flush_resumes_after_redis_lost_its_data(handler: SolarisHa
     await pre_call(handler, data)
     await succeed(handler, data, 1, 2)
     assert await runtime.flusher.drain() > 0
-    assert rows(runtime, UsageEntry) == 2
+    assert count_rows(runtime.engine, UsageEntry) == 2
     assert (await runtime.quota.counters(MARIA)).used == 33
 
 
