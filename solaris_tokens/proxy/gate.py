@@ -123,14 +123,7 @@ class QuotaGate:
 
     def _retry_later(self, ticket: Ticket, usage: Usage, exc: Exception) -> None:
         if len(self._retries) >= _MAX_PENDING_SETTLES or not self.retry_delays:
-            log.error(
-                "usage lost for %s: reservation %s, %d prompt + %d completion tokens (%r)",
-                ticket.email,
-                ticket.reservation_id,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                exc,
-            )
+            _log_lost(ticket, usage, exc)
             return
         log.warning("settle of %s postponed: %r", ticket.reservation_id, exc)
         task = asyncio.create_task(self._settle_retrying(ticket, usage))
@@ -148,14 +141,7 @@ class QuotaGate:
                 raise
             except Exception as exc:
                 error = exc
-        log.error(
-            "usage lost for %s: reservation %s, %d prompt + %d completion tokens (%r)",
-            ticket.email,
-            ticket.reservation_id,
-            usage.prompt_tokens,
-            usage.completion_tokens,
-            error,
-        )
+        _log_lost(ticket, usage, error)
 
     async def release(self, ticket: Ticket) -> ReleaseOutcome | None:
         """Void the reservation of a failed call; an outage leaves it to the reservation TTL."""
@@ -171,3 +157,15 @@ class QuotaGate:
         for task in list(self._retries):
             task.cancel()
         await asyncio.gather(*self._retries, return_exceptions=True)
+
+
+def _log_lost(ticket: Ticket, usage: Usage, error: Exception | None) -> None:
+    """The one loud line an operator greps for when a settle is given up (compensate by hand)."""
+    log.error(
+        "usage lost for %s: reservation %s, %d prompt + %d completion tokens (%r)",
+        ticket.email,
+        ticket.reservation_id,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        error,
+    )
