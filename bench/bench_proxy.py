@@ -14,7 +14,7 @@ Per round and proxy:
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
                                           [--variant started|ping|admit|admit-ping|full ...]
-                                          [--no-twice] [--reverse-start]
+                                          [--no-twice] [--reverse-start] [--fresh]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -28,7 +28,9 @@ part; `--variant plugin` / `plugin-module` add the full plugin again in another 
 The first proxy started has measured slower than identical proxies started after it, so by
 default (`--twice`) each configuration runs in two processes started A B B A (with, without,
 without-2, with-2) and the ratios compare the means of the pairs, round by round;
-`--reverse-start` starts them in reverse order.
+`--reverse-start` starts them in reverse order. `--fresh` starts new processes every round
+instead (alternating which starts first, each warmed up before it is measured): whatever a
+process's start gives it then varies across rounds rather than favouring one configuration.
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -55,6 +57,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -75,7 +78,7 @@ VARIANT_CALLBACK = "bench.variant_callbacks.handler"
 VARIANTS = ("started", "ping", "admit", "admit-ping", "full")  # bench/variant_callbacks.py
 # Controls: the full plugin again in another process, registered as `with` is (the instance path,
 # started once the probe's 401 answered) or as README documents it (the module path, no probe).
-CONTROLS = {"plugin": True, "plugin-module": "solaris_tokens.proxy.handler"}
+CONTROLS: dict[str, bool | str] = {"plugin": True, "plugin-module": "solaris_tokens.proxy.handler"}
 USERS = [f"bench{i}@example.com" for i in range(50)]
 BODY = {
     "model": "fake-ok",
@@ -124,6 +127,13 @@ async def load(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
+
+
+async def warm_up(proxy: ProxyProcess, requests: int) -> None:
+    """A fresh proxy's first requests pay for lazy imports and cold caches: not measured."""
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        await load(client, proxy.url, proxy.master_key, requests, 20)
 
 
 async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: int) -> None:
@@ -274,6 +284,13 @@ def main() -> None:
         "(the first proxy started measures slower, whatever it runs); --no-twice: one each",
     )
     parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start new proxy processes every round (in alternating order, warmed up first), so "
+        "what a process's start gives it (memory layout, start slot) varies across rounds instead "
+        "of favouring one configuration for the whole run; implies --no-twice",
+    )
+    parser.add_argument(
         "--reverse-start",
         action="store_true",
         help="start the proxies in reverse order (the first one started measured slower, whatever it ran)",
@@ -322,39 +339,42 @@ def main() -> None:
         elif args.flusher == "worker":
             between = BetweenWindowsFlusher(settings)
             stack.callback(between.close)
-        with_plugin = ProxyProcess(
-            workdir / "a", proxy_config(upstream_url, shipped_models=False), plugin_env, cpus=proxy_cpus
-        )
-        without = ProxyProcess(
-            workdir / "b", proxy_config(upstream_url, callback=False, shipped_models=False), env, cpus=proxy_cpus
-        )
-        proxies = [(with_plugin, Runs(), "with"), (without, Runs(), "without")]
-        if args.twice:  # started A B B A: a start-order effect falls on both configurations alike
-            without_2 = ProxyProcess(
-                workdir / "b2", proxy_config(upstream_url, callback=False, shipped_models=False), env, cpus=proxy_cpus
-            )
-            with_plugin_2 = ProxyProcess(
-                workdir / "a2", proxy_config(upstream_url, shipped_models=False), plugin_env, cpus=proxy_cpus
-            )
-            proxies += [(without_2, Runs(), "without-2"), (with_plugin_2, Runs(), "with-2")]
+        configs: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+            ("with", proxy_config(upstream_url, shipped_models=False), plugin_env),
+            ("without", proxy_config(upstream_url, callback=False, shipped_models=False), env),
+        ]
+        if args.twice and not args.fresh:  # started A B B A: a start-order effect falls on both alike
+            configs += [("without-2", configs[1][1], env), ("with-2", configs[0][1], plugin_env)]
         if args.noop:
-            config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
-            proxies.append((ProxyProcess(workdir / "c", config, env, cpus=proxy_cpus), Runs(), "no-op callback"))
+            noop_config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
+            configs.append(("no-op callback", noop_config, env))
         for variant in args.variant:
             callback = CONTROLS.get(variant, VARIANT_CALLBACK)
             config = proxy_config(upstream_url, callback=callback, shipped_models=False)
-            variant_env = {**plugin_env, "SOLARIS_BENCH_VARIANT": variant}
-            proxy = ProxyProcess(workdir / f"v-{variant}", config, variant_env, cpus=proxy_cpus)
-            proxies.append((proxy, Runs(), variant))
-        for proxy, _, _ in proxies[::-1] if args.reverse_start else proxies:
-            stack.callback(proxy.stop)
-            proxy.start()
-        a = [runs for _, runs, name in proxies if name in ("with", "with-2")]
-        b = [runs for _, runs, name in proxies if name in ("without", "without-2")]
+            configs.append((variant, config, {**plugin_env, "SOLARIS_BENCH_VARIANT": variant}))
+        runs = {name: Runs() for name, _, _ in configs}
+
+        def start_all(tag: str, reverse: bool) -> list[tuple[ProxyProcess, Runs, str]]:
+            started = []
+            for name, config, proxy_env in configs[::-1] if reverse else configs:
+                proxy = ProxyProcess(workdir / f"{name}{tag}", config, proxy_env, cpus=proxy_cpus)
+                stack.callback(proxy.stop)
+                proxy.start()
+                started.append((proxy, runs[name], name))
+            return started[::-1] if reverse else started
+
+        if not args.fresh:
+            proxies = start_all("", args.reverse_start)
+        a = [r for name, r in runs.items() if name in ("with", "with-2")]
+        b = [r for name, r in runs.items() if name in ("without", "without-2")]
         for round_no in range(args.rounds):
+            if args.fresh:  # new processes every round, started in alternating order
+                proxies = start_all(f"-{round_no + 1}", reverse=round_no % 2 == 1)
+                for proxy, _, _ in proxies:
+                    asyncio.run(warm_up(proxy, args.requests // 5))
             order = proxies if round_no % 2 == 0 else proxies[::-1]
-            for proxy, runs, _ in order:
-                asyncio.run(one_run(proxy, runs, args.requests, args.sequential))
+            for proxy, r, _ in order:
+                asyncio.run(one_run(proxy, r, args.requests, args.sequential))
                 if between is not None:
                     between.drain()
             print(
@@ -365,6 +385,9 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            if args.fresh:
+                for proxy, _, _ in proxies:
+                    proxy.stop()
         tp_ratio = median([x / y for x, y in zip(per_round(a, "throughput"), per_round(b, "throughput"), strict=True)])
         cpu_ratio = median([x / y for x, y in zip(per_round(a, "cpu_ms"), per_round(b, "cpu_ms"), strict=True)])
         added_p50 = median([x - y for x, y in zip(per_round(a, "p50_ms"), per_round(b, "p50_ms"), strict=True)])
@@ -373,15 +396,15 @@ def main() -> None:
         ledger += f"; proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "; no CPU pinning"
         print()
         print(f"{args.rounds} interleaved rounds; ledger: {ledger}; medians over rounds")
-        print(f"{'':28s}" + "".join(f"{name:>16s}" for _, _, name in proxies))
+        print(f"{'':28s}" + "".join(f"{name:>16s}" for name in runs))
         for label, attr, fmt in (
             ("throughput, c=20 (req/s)", "throughput", "{:16.1f}"),
             ("proxy CPU per request (ms)", "cpu_ms", "{:16.2f}"),
             ("latency p50, c=1 (ms)", "p50_ms", "{:16.2f}"),
             ("latency p99, c=1 (ms)", "p99_ms", "{:16.2f}"),
         ):
-            print(f"{label:28s}" + "".join(fmt.format(median(getattr(r, attr))) for _, r, _ in proxies))
-        for _, r, name in proxies:
+            print(f"{label:28s}" + "".join(fmt.format(median(getattr(r, attr))) for r in runs.values()))
+        for name, r in runs.items():
             if r.errors:
                 print(f"{name}: {len(r.errors)} non-200 answers: {sorted(set(r.errors))}")
         if between is not None and between.entries:
