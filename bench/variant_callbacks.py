@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.noop_callback import NoopHandler
-from solaris_tokens.proxy.handler import SolarisHandler, caller_key, request_headers, usage_of, usage_record
+from solaris_tokens.proxy.handler import SolarisHandler, call_details, caller_key, request_headers, usage_of
 from solaris_tokens.proxy.service import ProxyService
 from solaris_tokens.proxy.ticket import find_ticket
 
@@ -60,7 +60,7 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
             return
         ticket = service.gate.open(find_ticket([kwargs.get("litellm_params"), kwargs]))
         if ticket is not None:
-            usage_record(kwargs, *(usage_of(kwargs, response_obj) or (ticket.estimate, 0)))
+            call_details(kwargs).usage(*(usage_of(kwargs, response_obj) or (ticket.estimate, 0)))
             await _ping(service)
 
 

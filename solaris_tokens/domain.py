@@ -107,6 +107,19 @@ class Usage:
 
 
 @dataclass(frozen=True, slots=True)
+class CallDetails:
+    """The usage-history fields of a finished call, apart from its token counts."""
+
+    model: str = ""
+    call_id: str = ""
+    started_at: datetime | None = None
+    latency_ms: int | None = None
+
+    def usage(self, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return Usage(prompt_tokens, completion_tokens, self.model, self.call_id, self.started_at, self.latency_ms)
+
+
+@dataclass(frozen=True, slots=True)
 class Settlement:
     outcome: SettleOutcome
     monthly_tokens: int = 0

@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, MutableMapping
-from dataclasses import replace
 from typing import Any
 
-from solaris_tokens.domain import ReleaseOutcome, Settlement, Usage, Verdict
+from solaris_tokens.domain import CallDetails, ReleaseOutcome, Settlement, Usage, Verdict
 from solaris_tokens.errors import InvalidInput
 from solaris_tokens.estimate import Estimator
 from solaris_tokens.identity import CallerKey, IdentityResolver, UnidentifiedCaller
@@ -97,13 +96,20 @@ class QuotaGate:
     def open(self, raw: object) -> Ticket | None:
         return self.signer.open(raw)
 
-    async def settle(self, ticket: Ticket, usage: Usage) -> Settlement | None:
-        """Debit the real usage; a Redis outage schedules retries instead of losing it."""
+    async def settle(self, ticket: Ticket, tokens: tuple[int, int] | None, call: CallDetails) -> Settlement | None:
+        """Debit the real usage (prompt, completion tokens) in place of the reservation.
+
+        A call that reported no usable counts, or absurd ones (beyond the configured cap), is
+        debited its estimate: neither free nor lost, and logged. A Redis outage schedules
+        retries instead of losing the debit.
+        """
+        if tokens is None:
+            log.warning("no usage reported for reservation %s: debiting its estimate", ticket.reservation_id)
+            tokens = (ticket.estimate, 0)
+        usage = call.usage(*tokens)
         try:
             return await self.quota.settle(ticket.email, ticket.reservation_id, usage)
         except InvalidInput as exc:
-            # Absurd usage (beyond the configured cap): debit what was authorized instead, so the
-            # request is neither free nor lost, and say so loudly.
             log.error(
                 "usage of %s refused (%s): %s; debiting the estimate of %d instead",
                 ticket.email,
@@ -111,7 +117,7 @@ class QuotaGate:
                 exc,
                 ticket.estimate,
             )
-            fallback = replace(usage, prompt_tokens=ticket.estimate, completion_tokens=0)
+            fallback = call.usage(ticket.estimate, 0)
             try:
                 return await self.quota.settle(ticket.email, ticket.reservation_id, fallback)
             except Exception as retry_exc:

@@ -22,7 +22,7 @@ import litellm
 from litellm.constants import LITELLM_PROXY_MASTER_KEY_ALIAS as MASTER_KEY_ALIAS
 from litellm.integrations.custom_logger import CustomLogger
 
-from solaris_tokens.domain import Usage
+from solaris_tokens.domain import CallDetails
 from solaris_tokens.identity import CallerKey
 from solaris_tokens.proxy import bodies
 from solaris_tokens.proxy.service import ProxyService
@@ -123,7 +123,7 @@ def _epoch(value: object) -> float | None:
     return None
 
 
-def usage_record(kwargs: Mapping[str, Any], prompt: int, completion: int) -> Usage:
+def call_details(kwargs: Mapping[str, Any]) -> CallDetails:
     """The usage-history fields of a finished call (model, LiteLLM's call id, start, latency)."""
     slo = kwargs.get("standard_logging_object")
     slo = slo if isinstance(slo, Mapping) else {}
@@ -131,9 +131,7 @@ def usage_record(kwargs: Mapping[str, Any], prompt: int, completion: int) -> Usa
     started = _epoch(slo.get("startTime"))
     ended = _epoch(slo.get("endTime"))
     latency = int((ended - started) * 1000) if started and ended and ended >= started else None
-    return Usage(
-        prompt_tokens=prompt,
-        completion_tokens=completion,
+    return CallDetails(
         model=str(model)[:200],
         call_id=str(kwargs.get("litellm_call_id") or slo.get("id") or "")[:200],
         started_at=datetime.fromtimestamp(started, UTC) if started else None,
@@ -203,13 +201,8 @@ class SolarisHandler(CustomLogger):  # type: ignore[misc]
         if service is None or not isinstance(kwargs, Mapping):
             return
         ticket = service.gate.open(find_ticket([kwargs.get("litellm_params"), kwargs]))
-        if ticket is None:
-            return
-        usage = usage_of(kwargs, response_obj)
-        if usage is None:
-            log.warning("no usage reported for reservation %s: debiting its estimate", ticket.reservation_id)
-            usage = (ticket.estimate, 0)
-        await service.gate.settle(ticket, usage_record(kwargs, *usage))
+        if ticket is not None:
+            await service.gate.settle(ticket, usage_of(kwargs, response_obj), call_details(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """A failed call: release its reservation (a no-op if it had none, or was released already)."""
