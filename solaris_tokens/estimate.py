@@ -53,7 +53,8 @@ IMAGE_TOKENS_LOW = 85
 _EXACT_CHARS = 200_000  # longer texts: the first part is counted, the rest extrapolated
 _COUNT_CACHE_SIZE = 8192
 _COMPLETION_FIELDS = ("max_completion_tokens", "max_tokens", "max_output_tokens", "max_tokens_to_sample")
-_TEXT_FIELDS = ("system", "instructions", "prompt", "input", "messages", "contents")
+_TEXT_FIELDS = ("system", "instructions", "prompt", "input", "contents")  # besides `messages`
+_JSON_FIELDS = ("tools", "functions", "response_format")
 _EMBEDDING_CALLS = frozenset({"embedding", "aembedding"})
 
 
@@ -104,16 +105,19 @@ class Estimator:
                         total += self._count_text(content, encoding)
                     elif content is not None:
                         total += self._count_value(content, encoding)
-                    total += self._count_json(message.get("tool_calls"), encoding)
-                    total += self._count_json(message.get("function_call"), encoding)
+                    tool_calls, function_call = message.get("tool_calls"), message.get("function_call")
+                    if tool_calls or function_call:
+                        total += self._count_json(tool_calls, encoding) + self._count_json(function_call, encoding)
                 else:
                     total += self._count_value(message, encoding)
         for name in _TEXT_FIELDS:
             value = request.get(name)
-            if value is not None and name != "messages":
+            if value is not None:
                 total += self._count_value(value, encoding)
-        for name in ("tools", "functions", "response_format"):
-            total += self._count_json(request.get(name), encoding)
+        for name in _JSON_FIELDS:
+            value = request.get(name)
+            if value:
+                total += self._count_json(value, encoding)
         return total
 
     def _count_value(self, value: Any, encoding: Any) -> int:
