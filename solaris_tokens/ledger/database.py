@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from importlib.resources import files
 from typing import Any
@@ -45,9 +46,16 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# Alembic keeps the running migration's context in module globals (`alembic.context`,
+# `alembic.op`): two migrations at once in one process break each other (KeyError 'config' or
+# 'script'), as when two runtimes are built in threads. One at a time.
+_MIGRATION_LOCK = threading.Lock()
+
+
 def upgrade(engine: Engine, revision: str = "heads") -> None:
     """Bring the schema to the newest revision (every feature head)."""
-    command.upgrade(alembic_config(engine), revision)
+    with _MIGRATION_LOCK:
+        command.upgrade(alembic_config(engine), revision)
 
 
 def as_utc(moment: datetime | None) -> datetime | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -11,6 +14,7 @@ from sqlmodel import SQLModel
 
 import solaris_tokens.ledger.schema  # noqa: F401  (registers every table)
 from solaris_tokens.domain import CreditKind, Usage
+from solaris_tokens.ledger.database import make_engine, upgrade
 from solaris_tokens.runtime import Runtime
 
 
@@ -57,3 +61,28 @@ async def test_database_refuses_invalid_ledger_rows(runtime: Runtime, statement:
     await runtime.quota.ensure_loaded("ana@x.com")
     with pytest.raises(DatabaseError), runtime.engine.begin() as conn:
         conn.execute(text(statement))
+
+
+def test_migrations_of_two_ledgers_at_once_in_one_process_both_complete(tmp_path: Path) -> None:
+    """Alembic keeps the running migration in module globals: two runtimes built at the same time
+    in threads of one process (the proxy builds its runtime in a thread) must not break each other."""
+    engines = [make_engine(f"sqlite:///{tmp_path / f'ledger{i}.db'}") for i in range(4)]
+    start = threading.Barrier(len(engines))
+    errors: list[BaseException] = []
+
+    def migrate(engine: Engine) -> None:
+        start.wait()
+        try:
+            upgrade(engine)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate, args=(engine,)) for engine in engines]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    for engine in engines:
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
