@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.noop_callback import NoopHandler
-from solaris_tokens.proxy.handler import SolarisHandler, call_details, caller_key, request_headers, usage_of
+from solaris_tokens.proxy.handler import call_details, caller_key, request_headers, usage_of
+from solaris_tokens.proxy.handler import handler as plugin_handler
 from solaris_tokens.proxy.service import ProxyService
 from solaris_tokens.proxy.ticket import find_ticket
 
@@ -38,7 +39,9 @@ async def _ping(service: ProxyService) -> None:
 class VariantHandler(NoopHandler):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
-        self.plugin = SolarisHandler()
+        # The plugin's own instance: importing its module already started its service, and a
+        # second SolarisHandler would start a second one (double heap, connections, start-up).
+        self.plugin = plugin_handler
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
