@@ -15,6 +15,7 @@ Per round and proxy:
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
                                           [--variant started|ping|admit|admit-ping|full ...]
                                           [--no-twice] [--reverse-start] [--fresh]
+                                          [--gc-stats] [--no-gc]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -31,6 +32,9 @@ without-2, with-2) and the ratios compare the means of the pairs, round by round
 `--reverse-start` starts them in reverse order. `--fresh` starts new processes every round
 instead (alternating which starts first, each warmed up before it is measured): whatever a
 process's start gives it then varies across rounds rather than favouring one configuration.
+`--gc-stats` loads `bench/gc_probe` in every proxy and reports the garbage collector's CPU per
+request beside the total (and the CPU ratio without it); `--no-gc` turns the collector off in
+every proxy, to compare the rest without GC's noise (a full collection of LiteLLM's heap costs ≈ 0.3 s).
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -45,7 +49,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -73,6 +79,7 @@ from tests.e2e.upstream import free_port  # noqa: E402
 from tests.support import REAL_REDIS_URL, drop_redis_keys, postgres_reachable  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+GC_PROBE = REPO / "bench" / "gc_probe"
 NOOP_CALLBACK = "bench.noop_callback.handler"
 VARIANT_CALLBACK = "bench.variant_callbacks.handler"
 VARIANTS = ("started", "ping", "admit", "admit-ping", "full")  # bench/variant_callbacks.py
@@ -102,6 +109,7 @@ class Runs:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)  # status codes of non-200 answers
+    gc_ms: list[float] = field(default_factory=list)  # with --gc-stats: collector CPU per request
 
 
 async def load(
@@ -136,15 +144,32 @@ async def warm_up(proxy: ProxyProcess, requests: int) -> None:
         await load(client, proxy.url, proxy.master_key, requests, 20)
 
 
-async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: int) -> None:
+def gc_seconds(proxy: ProxyProcess, directory: Path) -> float:
+    """CPU seconds the proxy's collector has spent so far, as its probe (bench/gc_probe) writes
+    them on SIGUSR2."""
+    path = directory / f"gc-{proxy.pid}.json"
+    path.unlink(missing_ok=True)
+    os.kill(proxy.pid, signal.SIGUSR2)
+    deadline = time.monotonic() + 10
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{proxy.url}: no GC figures (is bench/gc_probe on its PYTHONPATH?)")
+        time.sleep(0.02)
+    return float(sum(json.loads(path.read_text())["cpu_seconds"]))
+
+
+async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: int, gc_dir: Path | None = None) -> None:
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         await load(client, proxy.url, proxy.master_key, len(USERS), 5)  # warm connections; users provisioned
+        gc0 = gc_seconds(proxy, gc_dir) if gc_dir else 0.0
         cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
         await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors)
         wall = time.perf_counter() - wall0
         await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
         cpu = cpu_seconds(proxy.pid) - cpu0
+        if gc_dir:
+            runs.gc_ms.append((gc_seconds(proxy, gc_dir) - gc0) / requests * 1000)
         latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors))
     runs.throughput.append(requests / wall)
     runs.cpu_ms.append(cpu / requests * 1000)
@@ -284,6 +309,18 @@ def main() -> None:
         "(the first proxy started measures slower, whatever it runs); --no-twice: one each",
     )
     parser.add_argument(
+        "--gc-stats",
+        action="store_true",
+        help="load bench/gc_probe in every proxy and report its garbage-collection CPU per request "
+        "(a full collection of LiteLLM's heap costs ≈ 0.3 s and comes every ~1,000 requests: use "
+        "--requests 5000 or more for a figure that does not hinge on where they fall)",
+    )
+    parser.add_argument(
+        "--no-gc",
+        action="store_true",
+        help="turn the garbage collector off in every proxy (takes GC out of the comparison; memory grows)",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="start new proxy processes every round (in alternating order, warmed up first), so "
@@ -330,6 +367,10 @@ def main() -> None:
         if postgres_reachable()[0]:
             settings.database_url = stack.enter_context(fresh_database())
         env = solaris_env(settings)
+        gc_dir = workdir if args.gc_stats or args.no_gc else None
+        if gc_dir:
+            env |= {"PYTHONPATH": f"{GC_PROBE}{os.pathsep}{REPO}", "BENCH_GC_DIR": str(gc_dir)}
+            env |= {"BENCH_GC_DISABLE": "1"} if args.no_gc else {}
         plugin_env = env
         between: BetweenWindowsFlusher | None = None
         if args.flusher != "proxy":
@@ -374,7 +415,7 @@ def main() -> None:
                     asyncio.run(warm_up(proxy, args.requests // 5))
             order = proxies if round_no % 2 == 0 else proxies[::-1]
             for proxy, r, _ in order:
-                asyncio.run(one_run(proxy, r, args.requests, args.sequential))
+                asyncio.run(one_run(proxy, r, args.requests, args.sequential, gc_dir))
                 if between is not None:
                     between.drain()
             print(
@@ -402,6 +443,7 @@ def main() -> None:
             ("proxy CPU per request (ms)", "cpu_ms", "{:16.2f}"),
             ("latency p50, c=1 (ms)", "p50_ms", "{:16.2f}"),
             ("latency p99, c=1 (ms)", "p99_ms", "{:16.2f}"),
+            *([("GC CPU per request (ms)", "gc_ms", "{:16.3f}")] if args.gc_stats else []),
         ):
             print(f"{label:28s}" + "".join(fmt.format(median(getattr(r, attr))) for r in runs.values()))
         for name, r in runs.items():
@@ -415,6 +457,12 @@ def main() -> None:
             )
         print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
         print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)")
+        if args.gc_stats:
+            a_rest = [c - g for c, g in zip(per_round(a, "cpu_ms"), per_round(a, "gc_ms"), strict=True)]
+            b_rest = [c - g for c, g in zip(per_round(b, "cpu_ms"), per_round(b, "gc_ms"), strict=True)]
+            added_gc = median([x - y for x, y in zip(per_round(a, "gc_ms"), per_round(b, "gc_ms"), strict=True)])
+            rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
+            print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
         print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
 
 
