@@ -13,7 +13,7 @@ Per round and proxy:
 
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
-                                          [--variant started|ping|admit|admit-ping|full ...]
+                                          [--variant imported|started|ping|admit|admit-ping|full ...]
                                           [--no-twice] [--reverse-start] [--fresh]
                                           [--gc-stats] [--no-gc]
 
@@ -24,7 +24,7 @@ second during the windows instead: on this 2-core machine that work (and Postgre
 competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
 `--variant NAME` (repeatable) adds a proxy running only part of the plugin
-(bench/variant_callbacks.py: started, ping, admit, admit-ping, full), to trace a difference to a
+(bench/variant_callbacks.py: imported, started, ping, admit, admit-ping, full), to trace a difference to a
 part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control).
 The first proxy started has measured slower than identical proxies started after it, so by
 default (`--twice`) each configuration runs in two processes started A B B A (with, without,
@@ -82,7 +82,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 GC_PROBE = REPO / "bench" / "gc_probe"
 NOOP_CALLBACK = "bench.noop_callback.handler"
 VARIANT_CALLBACK = "bench.variant_callbacks.handler"
-VARIANTS = ("started", "ping", "admit", "admit-ping", "full")  # bench/variant_callbacks.py
+VARIANTS = ("imported", "started", "ping", "admit", "admit-ping", "full")  # bench/variant_callbacks.py
 # Controls: the full plugin again in another process, registered as `with` is (the instance path,
 # started once the probe's 401 answered) or as README documents it (the module path, no probe).
 CONTROLS: dict[str, bool | str] = {"plugin": True, "plugin-module": "solaris_tokens.proxy.handler"}

@@ -3,6 +3,8 @@
 Each variant starts the real plugin service (same imports, same heap, same Redis channel) and
 runs only part of its request work, so an end-to-end difference can be traced to a part:
 
+- `imported`: the plugin's modules are imported (all but `solaris_tokens.proxy`, whose handler
+  instance would start the service), nothing is started, the hooks do nothing;
 - `started`: the service is built, the hooks do nothing;
 - `ping`: one Redis round trip (PING over the channel) in the pre-call hook, none after;
 - `admit`: the real pre-call hook (identity, estimate, reserve, ticket); nothing after the call;
@@ -20,13 +22,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from bench.noop_callback import NoopHandler
-from solaris_tokens.proxy.handler import call_details, caller_key, request_headers, usage_of
-from solaris_tokens.proxy.handler import handler as plugin_handler
-from solaris_tokens.proxy.service import ProxyService
-from solaris_tokens.proxy.ticket import find_ticket
 
-VARIANTS = ("started", "ping", "admit", "admit-ping", "full")
+VARIANTS = ("imported", "started", "ping", "admit", "admit-ping", "full")
 VARIANT = os.environ.get("SOLARIS_BENCH_VARIANT", "started")
+
+if VARIANT == "imported":
+    import solaris_tokens.estimate
+    import solaris_tokens.identity
+    import solaris_tokens.notify.delivery
+    import solaris_tokens.runtime  # noqa: F401  (the footprint of the plugin's modules, no service)
+else:
+    from solaris_tokens.proxy.handler import call_details, caller_key, request_headers, usage_of
+    from solaris_tokens.proxy.handler import handler as plugin_handler
+    from solaris_tokens.proxy.service import ProxyService
+    from solaris_tokens.proxy.ticket import find_ticket
 
 
 async def _ping(service: ProxyService) -> None:
@@ -41,11 +50,13 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
         super().__init__()
         # The plugin's own instance: importing its module already started its service, and a
         # second SolarisHandler would start a second one (double heap, connections, start-up).
-        self.plugin = plugin_handler
+        self.plugin = None if VARIANT == "imported" else plugin_handler
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
+        if self.plugin is None:
+            return data
         service = await self.plugin.service()
         if VARIANT == "ping":
             await _ping(service)
@@ -55,6 +66,8 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
         return data
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        if self.plugin is None:
+            return
         if VARIANT == "full":
             await self.plugin.async_log_success_event(kwargs, response_obj, start_time, end_time)
             return
