@@ -137,10 +137,14 @@ async def load(
     return latencies
 
 
+def load_client() -> httpx.AsyncClient:
+    """The load generator's client: enough pooled connections for concurrency 20."""
+    return httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+
+
 async def warm_up(proxy: ProxyProcess, requests: int) -> None:
     """A fresh proxy's first requests pay for lazy imports and cold caches: not measured."""
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with load_client() as client:
         await load(client, proxy.url, proxy.master_key, requests, 20)
 
 
@@ -159,8 +163,7 @@ def gc_seconds(proxy: ProxyProcess, directory: Path) -> float:
 
 
 async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: int, gc_dir: Path | None = None) -> None:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+    async with load_client() as client:
         await load(client, proxy.url, proxy.master_key, len(USERS), 5)  # warm connections; users provisioned
         gc0 = gc_seconds(proxy, gc_dir) if gc_dir else 0.0
         cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
