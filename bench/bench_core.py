@@ -26,7 +26,7 @@ from redis.asyncio import Redis
 
 from solaris_tokens.counters.channel import RedisChannel
 from solaris_tokens.counters.connect import async_client
-from solaris_tokens.domain import Usage
+from solaris_tokens.domain import CallDetails, Usage
 from solaris_tokens.ledger.database import make_engine, upgrade
 from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
@@ -58,7 +58,7 @@ async def bench_pairs(rt: Runtime, raw: Redis, total: int, concurrency: int, use
     async def ours(i: int) -> None:
         email = emails[i % users]
         d = await rt.quota.authorize(email, 500)
-        await rt.quota.settle(email, d.reservation_id, Usage(300, 150, model="m"))
+        await rt.quota.settle(email, d.reservation_id, Usage(300, 150, CallDetails(model="m")))
 
     trivial = raw.register_script("return redis.call('INCRBY', KEYS[1], ARGV[1])")
     prefix = rt.settings.key_prefix

@@ -32,6 +32,7 @@ if VARIANT == "imported":
     import solaris_tokens.notify.delivery
     import solaris_tokens.runtime  # noqa: F401  (the footprint of the plugin's modules, no service)
 else:
+    from solaris_tokens.domain import Usage
     from solaris_tokens.proxy.handler import call_details, caller_key, request_headers, usage_of
     from solaris_tokens.proxy.handler import handler as plugin_handler
     from solaris_tokens.proxy.service import ProxyService
@@ -76,7 +77,7 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
             return
         ticket = service.gate.open(find_ticket([kwargs.get("litellm_params"), kwargs]))
         if ticket is not None:
-            call_details(kwargs).usage(*(usage_of(kwargs, response_obj) or (ticket.estimate, 0)))
+            Usage(*(usage_of(kwargs, response_obj) or (ticket.estimate, 0)), call_details(kwargs))
             await _ping(service)
 
 

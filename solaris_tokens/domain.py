@@ -91,22 +91,6 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class Usage:
-    """What one finished request really used, as reported by the provider."""
-
-    prompt_tokens: int
-    completion_tokens: int
-    model: str = ""
-    call_id: str = ""
-    started_at: datetime | None = None
-    latency_ms: int | None = None
-
-    @property
-    def total(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-
-@dataclass(frozen=True, slots=True)
 class CallDetails:
     """The usage-history fields of a finished call, apart from its token counts."""
 
@@ -115,8 +99,21 @@ class CallDetails:
     started_at: datetime | None = None
     latency_ms: int | None = None
 
-    def usage(self, prompt_tokens: int, completion_tokens: int) -> Usage:
-        return Usage(prompt_tokens, completion_tokens, self.model, self.call_id, self.started_at, self.latency_ms)
+
+NO_CALL_DETAILS = CallDetails()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What one finished request really used, as reported by the provider."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    call: CallDetails = NO_CALL_DETAILS
+
+    @property
+    def total(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
 
 
 @dataclass(frozen=True, slots=True)

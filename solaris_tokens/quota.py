@@ -162,12 +162,13 @@ class QuotaService:
         if not reservation_id:
             raise InvalidInput("a reservation id is required")
         now = self.clock()
+        call = usage.call
         payload = _compact_json(
             {
-                "call_id": usage.call_id,
-                "model": usage.model,
-                "started_ms": to_ms(usage.started_at) if usage.started_at else None,
-                "latency_ms": usage.latency_ms,
+                "call_id": call.call_id,
+                "model": call.model,
+                "started_ms": to_ms(call.started_at) if call.started_at else None,
+                "latency_ms": call.latency_ms,
             }
         )
         for _ in range(_LOAD_ATTEMPTS):

@@ -106,7 +106,7 @@ class QuotaGate:
         if tokens is None:
             log.warning("no usage reported for reservation %s: debiting its estimate", ticket.reservation_id)
             tokens = (ticket.estimate, 0)
-        usage = call.usage(*tokens)
+        usage = Usage(*tokens, call)
         try:
             return await self.quota.settle(ticket.email, ticket.reservation_id, usage)
         except InvalidInput as exc:
@@ -117,7 +117,7 @@ class QuotaGate:
                 exc,
                 ticket.estimate,
             )
-            fallback = call.usage(ticket.estimate, 0)
+            fallback = Usage(ticket.estimate, 0, call)
             try:
                 return await self.quota.settle(ticket.email, ticket.reservation_id, fallback)
             except Exception as retry_exc:

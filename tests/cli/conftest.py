@@ -23,7 +23,7 @@ from typer.testing import CliRunner, Result
 from solaris_tokens.cli import common
 from solaris_tokens.cli.app import app
 from solaris_tokens.counters import connect
-from solaris_tokens.domain import Decision, Usage
+from solaris_tokens.domain import CallDetails, Decision, Usage
 from solaris_tokens.ledger.models import CreditEntry, OutboxMessage
 from solaris_tokens.runtime import Runtime, run_sync
 from solaris_tokens.settings import Settings
@@ -98,7 +98,7 @@ class Helpers:
         async def work(rt: Runtime) -> None:
             decision = await rt.quota.authorize(email, estimate)
             assert decision.admitted, decision
-            await rt.quota.settle(email, decision.reservation_id, Usage(prompt, completion, model=model))
+            await rt.quota.settle(email, decision.reservation_id, Usage(prompt, completion, CallDetails(model=model)))
             await rt.flusher.drain()
 
         self.core(work)

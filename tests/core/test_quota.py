@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlmodel import Session, select
 
-from solaris_tokens.domain import CreditKind, CreditOutcome, ReleaseOutcome, SettleOutcome, Usage, Verdict
+from solaris_tokens.domain import CallDetails, CreditKind, CreditOutcome, ReleaseOutcome, SettleOutcome, Usage, Verdict
 from solaris_tokens.errors import InvalidInput, UnknownUser
 from solaris_tokens.ledger.models import AuditEntry, CreditEntry, UsageEntry, User
 from solaris_tokens.runtime import Runtime
@@ -22,7 +22,9 @@ async def test_first_request_creates_user_and_debits_450(runtime: Runtime) -> No
     decision = await runtime.quota.authorize(MARIA, 500)
     assert decision.verdict is Verdict.ADMITTED
     assert decision.snapshot.limit == 1_000_000
-    settlement = await runtime.quota.settle(MARIA, decision.reservation_id, Usage(300, 150, model="gpt-4o"))
+    settlement = await runtime.quota.settle(
+        MARIA, decision.reservation_id, Usage(300, 150, CallDetails(model="gpt-4o"))
+    )
     assert settlement.outcome is SettleOutcome.SETTLED
     assert (settlement.monthly_tokens, settlement.additional_tokens) == (450, 0)
     await runtime.flusher.drain()

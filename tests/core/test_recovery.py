@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 from sqlmodel import Session, func, select
 
-from solaris_tokens.domain import AlertKind, CreditKind, Usage, Verdict
+from solaris_tokens.domain import AlertKind, CallDetails, CreditKind, Usage, Verdict
 from solaris_tokens.errors import LedgerUnavailable
 from solaris_tokens.ledger.flusher import LedgerFlusher
 from solaris_tokens.ledger.models import CreditEntry, UsageEntry
@@ -29,7 +29,9 @@ async def _traffic(runtime: Runtime, emails: list[str], rounds: int) -> None:
         for email in emails:
             d = await runtime.quota.authorize(email, 100)
             assert d.admitted
-            await runtime.quota.settle(email, d.reservation_id, Usage(40 + i, 7, model="m", call_id=f"c{i}"))
+            await runtime.quota.settle(
+                email, d.reservation_id, Usage(40 + i, 7, CallDetails(model="m", call_id=f"c{i}"))
+            )
 
 
 async def test_ledger_outage_loses_nothing_and_writes_each_row_once(runtime: Runtime) -> None:

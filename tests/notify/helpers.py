@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from sqlmodel import Session, col, select
 
-from solaris_tokens.domain import Settlement, Usage, Verdict
+from solaris_tokens.domain import CallDetails, Settlement, Usage, Verdict
 from solaris_tokens.ledger.models import OutboxMessage
 from solaris_tokens.notify.delivery import OutboxDelivery
 from solaris_tokens.notify.transport import email_dir
@@ -184,7 +184,9 @@ async def spend(runtime: Runtime, email_address: str, tokens: int) -> Settlement
     """One admitted request that really used `tokens` (prompt only, for simple figures)."""
     decision = await runtime.quota.authorize(email_address, tokens)
     assert decision.verdict is Verdict.ADMITTED, decision
-    return await runtime.quota.settle(email_address, decision.reservation_id, Usage(tokens, 0, model="gpt-4o"))
+    return await runtime.quota.settle(
+        email_address, decision.reservation_id, Usage(tokens, 0, CallDetails(model="gpt-4o"))
+    )
 
 
 async def spend_concurrently(runtime: Runtime, email_address: str, requests: int, tokens: int) -> list[Settlement]:

@@ -11,7 +11,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from sqlmodel import Session, col, func, select
 
-from solaris_tokens.domain import CreditKind, Settlement, Usage
+from solaris_tokens.domain import CallDetails, CreditKind, Settlement, Usage
 from solaris_tokens.ledger.models import OutboxMessage, UsageEntry
 from solaris_tokens.ledger.renewal_models import PeriodSummary
 from solaris_tokens.notify import formatting
@@ -31,7 +31,9 @@ async def spend(
     assert decision.admitted, decision
     prompt = tokens // 3
     return await runtime.quota.settle(
-        email, decision.reservation_id, Usage(prompt, tokens - prompt, model=model, call_id=uuid.uuid4().hex)
+        email,
+        decision.reservation_id,
+        Usage(prompt, tokens - prompt, CallDetails(model=model, call_id=uuid.uuid4().hex)),
     )
 
 

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, col, func, select
 
 from solaris_tokens import renewal
-from solaris_tokens.domain import AlertKind, CreditKind, Usage
+from solaris_tokens.domain import AlertKind, CallDetails, CreditKind, Usage
 from solaris_tokens.ledger.flusher import LedgerFlusher
 from solaris_tokens.ledger.models import AuditEntry, User
 from solaris_tokens.ledger.renewal_models import PeriodSummary
@@ -109,7 +109,7 @@ async def test_usage_at_the_turn_lands_in_its_own_period(runtime: Runtime, clock
     straddling = await runtime.quota.authorize(MARIA, 500)
     await spend(runtime, clock, MARIA, 2_000, at=TURN)
     clock.set(datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC))
-    await runtime.quota.settle(MARIA, straddling.reservation_id, Usage(300, 200, model="gpt-4o"))
+    await runtime.quota.settle(MARIA, straddling.reservation_id, Usage(300, 200, CallDetails(model="gpt-4o")))
 
     clock.set(AFTER_GRACE)
     await renew(runtime)
