@@ -13,7 +13,7 @@ Per round and proxy:
 
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
-                                          [--variant imported|started|ping|admit|admit-ping|full ...]
+                                          [--variant imported|preloaded|started|ping|admit|admit-ping|full ...]
                                           [--no-twice] [--reverse-start] [--fresh]
                                           [--gc-stats] [--no-gc]
 
@@ -24,7 +24,7 @@ second during the windows instead: on this 2-core machine that work (and Postgre
 competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
 `--variant NAME` (repeatable) adds a proxy running only part of the plugin
-(bench/variant_callbacks.py: imported, started, ping, admit, admit-ping, full), to trace a difference to a
+(bench/variant_callbacks.py: imported, preloaded, started, ping, admit, admit-ping, full), to trace a difference to a
 part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control).
 The first proxy started has measured slower than identical proxies started after it, so by
 default (`--twice`) each configuration runs in two processes started A B B A (with, without,
@@ -32,7 +32,7 @@ without-2, with-2) and the ratios compare the means of the pairs, round by round
 `--reverse-start` starts them in reverse order. `--fresh` starts new processes every round
 instead (alternating which starts first, each warmed up before it is measured): whatever a
 process's start gives it then varies across rounds rather than favouring one configuration.
-`--gc-stats` loads `bench/gc_probe` in every proxy and reports the garbage collector's CPU per
+`--gc-stats` loads `bench/gc_probe.py` in every proxy and reports the garbage collector's CPU per
 request beside the total (and the CPU ratio without it); `--no-gc` turns the collector off in
 every proxy, to compare the rest without GC's noise (a full collection of LiteLLM's heap costs ≈ 0.3 s).
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
@@ -50,7 +50,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import operator
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -59,7 +61,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from bench.variant_spec import IDLE_HEADER, VARIANTS  # noqa: E402
 from solaris_tokens.runtime import build_runtime  # noqa: E402
 from solaris_tokens.settings import Settings  # noqa: E402
 from tests.e2e.conftest import fresh_database, solaris_env  # noqa: E402
@@ -79,10 +82,10 @@ from tests.e2e.upstream import free_port  # noqa: E402
 from tests.support import REAL_REDIS_URL, drop_redis_keys, postgres_reachable  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-GC_PROBE = REPO / "bench" / "gc_probe"
+PROXY_SITE = REPO / "bench" / "proxy_site"  # its sitecustomize: GC probe, preloaded modules
 NOOP_CALLBACK = "bench.noop_callback.handler"
 VARIANT_CALLBACK = "bench.variant_callbacks.handler"
-VARIANTS = ("imported", "started", "ping", "admit", "admit-ping", "full")  # bench/variant_callbacks.py
+TOGGLED, IDLE = "toggled", "toggled, idle"  # one process, its hooks' work on / off (x-bench-idle)
 # Controls: the full plugin again in another process, registered as `with` is (the instance path,
 # started once the probe's 401 answered) or as README documents it (the module path, no probe).
 CONTROLS: dict[str, bool | str] = {"plugin": True, "plugin-module": "solaris_tokens.proxy.handler"}
@@ -113,7 +116,13 @@ class Runs:
 
 
 async def load(
-    client: httpx.AsyncClient, url: str, key: str, total: int, concurrency: int, errors: list[int] | None = None
+    client: httpx.AsyncClient,
+    url: str,
+    key: str,
+    total: int,
+    concurrency: int,
+    errors: list[int] | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> list[float]:
     """`total` requests with `concurrency` in flight; returns each answered request's latency in seconds.
 
@@ -123,7 +132,7 @@ async def load(
 
     async def worker() -> None:
         for i in counter:
-            headers = {"Authorization": f"Bearer {key}", "X-User-Email": USERS[i % len(USERS)]}
+            headers = {"Authorization": f"Bearer {key}", "X-User-Email": USERS[i % len(USERS)], **(extra_headers or {})}
             started = time.perf_counter()
             response = await client.post(url + "/v1/chat/completions", json=BODY, headers=headers)
             if response.status_code == 200:
@@ -149,7 +158,7 @@ async def warm_up(proxy: ProxyProcess, requests: int) -> None:
 
 
 def gc_seconds(proxy: ProxyProcess, directory: Path) -> float:
-    """CPU seconds the proxy's collector has spent so far, as its probe (bench/gc_probe) writes
+    """CPU seconds the proxy's collector has spent so far, as its probe (bench/gc_probe.py) writes
     them on SIGUSR2."""
     path = directory / f"gc-{proxy.pid}.json"
     path.unlink(missing_ok=True)
@@ -157,23 +166,30 @@ def gc_seconds(proxy: ProxyProcess, directory: Path) -> float:
     deadline = time.monotonic() + 10
     while not path.exists():
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{proxy.url}: no GC figures (is bench/gc_probe on its PYTHONPATH?)")
+            raise RuntimeError(f"{proxy.url}: no GC figures (is bench/proxy_site on its PYTHONPATH?)")
         time.sleep(0.02)
     return float(sum(json.loads(path.read_text())["cpu_seconds"]))
 
 
-async def one_run(proxy: ProxyProcess, runs: Runs, requests: int, sequential: int, gc_dir: Path | None = None) -> None:
+async def one_run(
+    proxy: ProxyProcess,
+    runs: Runs,
+    requests: int,
+    sequential: int,
+    gc_dir: Path | None = None,
+    headers: dict[str, str] | None = None,
+) -> None:
     async with load_client() as client:
         await load(client, proxy.url, proxy.master_key, len(USERS), 5)  # warm connections; users provisioned
         gc0 = gc_seconds(proxy, gc_dir) if gc_dir else 0.0
         cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
-        await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors)
+        await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors, headers)
         wall = time.perf_counter() - wall0
         await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
         cpu = cpu_seconds(proxy.pid) - cpu0
         if gc_dir:
             runs.gc_ms.append((gc_seconds(proxy, gc_dir) - gc0) / requests * 1000)
-        latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors))
+        latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors, headers))
     runs.throughput.append(requests / wall)
     runs.cpu_ms.append(cpu / requests * 1000)
     runs.p50_ms.append(statistics.median(latencies) * 1000)
@@ -269,6 +285,27 @@ def per_round(group: list[Runs], attr: str) -> list[float]:
     return [statistics.fmean(values) for values in zip(*series, strict=True)]
 
 
+def bootstrap_interval(values: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """A 95% percentile-bootstrap interval of the median of `values` (seeded: reruns print the same)."""
+    rng = random.Random(0)
+    medians = sorted(median(rng.choices(values, k=len(values))) for _ in range(resamples))
+    return medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]
+
+
+def compare(a: list[Runs], b: list[Runs]) -> tuple[float, float, float, float]:
+    """Medians over rounds of a ÷ b: throughput ratio, CPU ratio, added p50 and p99 (ms)."""
+
+    def paired(attr: str, op: Callable[[float, float], float]) -> float:
+        return median([op(x, y) for x, y in zip(per_round(a, attr), per_round(b, attr), strict=True)])
+
+    return (
+        paired("throughput", operator.truediv),
+        paired("cpu_ms", operator.truediv),
+        paired("p50_ms", operator.sub),
+        paired("p99_ms", operator.sub),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
@@ -314,7 +351,7 @@ def main() -> None:
     parser.add_argument(
         "--gc-stats",
         action="store_true",
-        help="load bench/gc_probe in every proxy and report its garbage-collection CPU per request "
+        help="load bench/gc_probe.py in every proxy and report its garbage-collection CPU per request "
         "(a full collection of LiteLLM's heap costs ≈ 0.3 s and comes every ~1,000 requests: use "
         "--requests 5000 or more for a figure that does not hinge on where they fall)",
     )
@@ -335,9 +372,18 @@ def main() -> None:
         action="store_true",
         help="start the proxies in reverse order (the first one started measured slower, whatever it ran)",
     )
+    parser.add_argument(
+        "--toggled-only",
+        action="store_true",
+        help="run only the `toggled` proxy: one process, the plugin's hooks working and idle in "
+        "alternating windows (one pair per round); no difference between processes enters the "
+        "comparison, so many short rounds give a tight interval",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.toggled_only and (args.noop or args.variant):
+        parser.error("--toggled-only runs the toggled proxy alone")
     proxy_cpus: set[int] | None = None
     moved: dict[int, set[int]] = {}
     if args.pin:
@@ -371,8 +417,9 @@ def main() -> None:
             settings.database_url = stack.enter_context(fresh_database())
         env = solaris_env(settings)
         gc_dir = workdir if args.gc_stats or args.no_gc else None
+        site_path = {"PYTHONPATH": f"{PROXY_SITE}{os.pathsep}{REPO}"}
         if gc_dir:
-            env |= {"PYTHONPATH": f"{GC_PROBE}{os.pathsep}{REPO}", "BENCH_GC_DIR": str(gc_dir)}
+            env |= {**site_path, "BENCH_GC_DIR": str(gc_dir)}
             env |= {"BENCH_GC_DISABLE": "1"} if args.no_gc else {}
         plugin_env = env
         between: BetweenWindowsFlusher | None = None
@@ -387,7 +434,11 @@ def main() -> None:
             ("with", proxy_config(upstream_url, shipped_models=False), plugin_env),
             ("without", proxy_config(upstream_url, callback=False, shipped_models=False), env),
         ]
-        if args.twice and not args.fresh:  # started A B B A: a start-order effect falls on both alike
+        if args.toggled_only:
+            configs = []
+            args.variant = [TOGGLED]
+        if args.twice and not args.fresh and not args.toggled_only:
+            # started A B B A: a start-order effect falls on both alike
             configs += [("without-2", configs[1][1], env), ("with-2", configs[0][1], plugin_env)]
         if args.noop:
             noop_config = proxy_config(upstream_url, callback=NOOP_CALLBACK, shipped_models=False)
@@ -395,8 +446,13 @@ def main() -> None:
         for variant in args.variant:
             callback = CONTROLS.get(variant, VARIANT_CALLBACK)
             config = proxy_config(upstream_url, callback=callback, shipped_models=False)
-            configs.append((variant, config, {**plugin_env, "SOLARIS_BENCH_VARIANT": variant}))
+            variant_env = {**plugin_env, "SOLARIS_BENCH_VARIANT": variant}
+            if variant == "preloaded":
+                variant_env |= {**site_path, "BENCH_PRELOAD": "1"}
+            configs.append((variant, config, variant_env))
         runs = {name: Runs() for name, _, _ in configs}
+        if TOGGLED in runs:
+            runs[IDLE] = Runs()
 
         def start_all(tag: str, reverse: bool) -> list[tuple[ProxyProcess, Runs, str]]:
             started = []
@@ -417,25 +473,26 @@ def main() -> None:
                 for proxy, _, _ in proxies:
                     asyncio.run(warm_up(proxy, args.requests // 5))
             order = proxies if round_no % 2 == 0 else proxies[::-1]
-            for proxy, r, _ in order:
-                asyncio.run(one_run(proxy, r, args.requests, args.sequential, gc_dir))
-                if between is not None:
-                    between.drain()
+            for proxy, r, name in order:
+                windows: list[tuple[Runs, dict[str, str] | None]] = [(r, None)]
+                if name == TOGGLED:  # the same process, its hooks idle: both windows, in alternating order
+                    windows.append((runs[IDLE], {IDLE_HEADER: "1"}))
+                    windows = windows if round_no % 2 == 0 else windows[::-1]
+                for window, headers in windows:
+                    asyncio.run(one_run(proxy, window, args.requests, args.sequential, gc_dir, headers))
+                    if between is not None:
+                        between.drain()
             print(
                 f"round {round_no + 1}: "
                 + " | ".join(
                     f"{name} {r.throughput[-1]:6.1f} req/s {r.cpu_ms[-1]:5.2f} ms CPU p50 {r.p50_ms[-1]:5.2f} ms"
-                    for _, r, name in proxies
+                    for name, r in runs.items()
                 ),
                 flush=True,
             )
             if args.fresh:
                 for proxy, _, _ in proxies:
                     proxy.stop()
-        tp_ratio = median([x / y for x, y in zip(per_round(a, "throughput"), per_round(b, "throughput"), strict=True)])
-        cpu_ratio = median([x / y for x, y in zip(per_round(a, "cpu_ms"), per_round(b, "cpu_ms"), strict=True)])
-        added_p50 = median([x - y for x, y in zip(per_round(a, "p50_ms"), per_round(b, "p50_ms"), strict=True)])
-        added_p99 = median([x - y for x, y in zip(per_round(a, "p99_ms"), per_round(b, "p99_ms"), strict=True)])
         ledger = ("PostgreSQL" if settings.database_url else "SQLite") + f", flusher in the {args.flusher}"
         ledger += f"; proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "; no CPU pinning"
         print()
@@ -458,15 +515,28 @@ def main() -> None:
                 f"{between.cpu_seconds / between.entries * 1e6:.0f} µs CPU per entry in this script "
                 f"({between.entries / between.wall_seconds:,.0f} entries/s), not charged to the proxy"
             )
-        print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
-        print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)")
-        if args.gc_stats:
-            a_rest = [c - g for c, g in zip(per_round(a, "cpu_ms"), per_round(a, "gc_ms"), strict=True)]
-            b_rest = [c - g for c, g in zip(per_round(b, "cpu_ms"), per_round(b, "gc_ms"), strict=True)]
-            added_gc = median([x - y for x, y in zip(per_round(a, "gc_ms"), per_round(b, "gc_ms"), strict=True)])
-            rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
-            print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
-        print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
+        if a and b:
+            tp_ratio, cpu_ratio, added_p50, added_p99 = compare(a, b)
+            print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
+            print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)")
+            if args.gc_stats:
+                a_rest = [c - g for c, g in zip(per_round(a, "cpu_ms"), per_round(a, "gc_ms"), strict=True)]
+                b_rest = [c - g for c, g in zip(per_round(b, "cpu_ms"), per_round(b, "gc_ms"), strict=True)]
+                added_gc = median([x - y for x, y in zip(per_round(a, "gc_ms"), per_round(b, "gc_ms"), strict=True)])
+                rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
+                print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
+            print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
+        if TOGGLED in runs:
+            working, idle = runs[TOGGLED], runs[IDLE]
+            tp, cpu, p50, p99 = compare([working], [idle])
+            cpu_ratios = [x / y for x, y in zip(working.cpu_ms, idle.cpu_ms, strict=True)]
+            low, high = bootstrap_interval(cpu_ratios)
+            added_cpu = statistics.fmean(working.cpu_ms) - statistics.fmean(idle.cpu_ms)
+            print(
+                f"{TOGGLED} (one process, hooks working ÷ idle, {len(cpu_ratios)} pairs): throughput ratio {tp:.3f}, "
+                f"CPU ratio {cpu:.3f} (95% interval of the median {low:.3f}–{high:.3f}; "
+                f"means {added_cpu * 1000:+.0f} µs per request), added p50 {p50:+.2f} ms, p99 {p99:+.2f} ms"
+            )
 
 
 if __name__ == "__main__":

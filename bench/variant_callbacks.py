@@ -3,35 +3,42 @@
 Each variant starts the real plugin service (same imports, same heap, same Redis channel) and
 runs only part of its request work, so an end-to-end difference can be traced to a part:
 
-- `imported`: the plugin's modules are imported (all but `solaris_tokens.proxy`, whose handler
-  instance would start the service), nothing is started, the hooks do nothing;
+- `imported`: the plugin's modules are imported (`bench/variant_spec.py`: all but
+  `solaris_tokens.proxy`, whose handler instance would start the service), nothing is started,
+  the hooks do nothing;
+- `preloaded`: the same modules imported at interpreter start (`bench/preload`), before LiteLLM's
+  own start-up, the hooks do nothing;
 - `started`: the service is built, the hooks do nothing;
 - `ping`: one Redis round trip (PING over the channel) in the pre-call hook, none after;
 - `admit`: the real pre-call hook (identity, estimate, reserve, ticket); nothing after the call;
 - `admit-ping`: the real pre-call hook; after the call, the ticket is opened and the usage read
   as the real success hook does, then one PING instead of the settle script;
-- `full`: both real hooks, called from this class (the plugin's work, another registered class).
+- `full`: both real hooks, called from this class (the plugin's work, another registered class);
+- `toggled`: the plugin's own hooks, skipped for requests carrying the `x-bench-idle` header: one
+  process measured with and without the plugin's per-request work (`bench_proxy.py` alternates
+  the two within each round), so no difference between processes enters the comparison.
 
 The full plugin is the benchmark's `with` proxy. Selected by SOLARIS_BENCH_VARIANT.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from bench.noop_callback import NoopHandler
+from bench.variant_spec import IDLE_HEADER, PLUGIN_MODULES
 
-VARIANTS = ("imported", "started", "ping", "admit", "admit-ping", "full")
 VARIANT = os.environ.get("SOLARIS_BENCH_VARIANT", "started")
 
+IDLE = VARIANT in ("imported", "preloaded")  # the plugin's modules loaded, no service
+
 if VARIANT == "imported":
-    import solaris_tokens.estimate
-    import solaris_tokens.identity
-    import solaris_tokens.notify.delivery
-    import solaris_tokens.runtime  # noqa: F401  (the footprint of the plugin's modules, no service)
-else:
+    for _name in PLUGIN_MODULES:
+        importlib.import_module(_name)
+elif not IDLE:
     from solaris_tokens.domain import Usage
     from solaris_tokens.proxy.handler import call_details, caller_key, request_headers, usage_of
     from solaris_tokens.proxy.handler import handler as plugin_handler
@@ -51,13 +58,18 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
         super().__init__()
         # The plugin's own instance: importing its module already started its service, and a
         # second SolarisHandler would start a second one (double heap, connections, start-up).
-        self.plugin = None if VARIANT == "imported" else plugin_handler
+        self.plugin = None if IDLE else plugin_handler
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str
     ) -> dict[str, Any]:
         if self.plugin is None:
             return data
+        if VARIANT == "toggled":
+            if IDLE_HEADER in request_headers(data):
+                return data
+            result: dict[str, Any] = await self.plugin.async_pre_call_hook(user_api_key_dict, cache, data, call_type)
+            return result
         service = await self.plugin.service()
         if VARIANT == "ping":
             await _ping(service)
@@ -69,7 +81,7 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         if self.plugin is None:
             return
-        if VARIANT == "full":
+        if VARIANT in ("full", "toggled"):  # idle requests carry no ticket: nothing to settle
             await self.plugin.async_log_success_event(kwargs, response_obj, start_time, end_time)
             return
         service = self.plugin._service
