@@ -382,6 +382,14 @@ def main() -> None:
         help="start the proxies in reverse order (the first one started measured slower, whatever it ran)",
     )
     parser.add_argument(
+        "--plugin-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="add a proxy running the whole plugin with this setting changed (e.g. "
+        "SOLARIS_REDIS_WARM_CONNECTIONS=8), to compare a setting side by side; repeatable",
+    )
+    parser.add_argument(
         "--toggled-only",
         action="store_true",
         help="run only the `toggled` proxy: one process, the plugin's hooks working and idle in "
@@ -391,7 +399,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    if args.toggled_only and (args.noop or args.variant):
+    if any("=" not in setting for setting in args.plugin_env):
+        parser.error("--plugin-env takes NAME=VALUE")
+    if args.toggled_only and (args.noop or args.variant or args.plugin_env):
         parser.error("--toggled-only runs the toggled proxy alone")
     proxy_cpus: set[int] | None = None
     moved: dict[int, set[int]] = {}
@@ -459,6 +469,9 @@ def main() -> None:
             if variant == "preloaded":
                 variant_env |= {**site_path, "BENCH_PRELOAD": "1"}
             configs.append((variant, config, variant_env))
+        for setting in args.plugin_env:
+            name, _, value = setting.partition("=")
+            configs.append((f"with {setting}", configs[0][1], {**plugin_env, name: value}))
         runs = {name: Runs() for name, _, _ in configs}
         if TOGGLED in runs:
             runs[IDLE] = Runs()
@@ -535,6 +548,12 @@ def main() -> None:
                 rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
                 print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
             print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
+        for setting in args.plugin_env:
+            tp, cpu, p50, _ = compare([runs[f"with {setting}"]], b)
+            print(
+                f"with {setting} ÷ without: throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
+                f"{cpu_spread([runs[f'with {setting}']], b)}, added p50 {p50:+.2f} ms"
+            )
         if TOGGLED in runs:
             working, idle = [runs[TOGGLED]], [runs[IDLE]]
             tp, cpu, p50, p99 = compare(working, idle)
