@@ -13,7 +13,8 @@ Per round and proxy:
 
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
-                                          [--variant imported|preloaded|started|ping|admit|admit-ping|full ...]
+                                          [--variant imported|preloaded|started|ping|admit|admit-ping|full|toggled ...]
+                                          [--plugin-env NAME=VALUE ...] [--toggled-only]
                                           [--no-twice] [--reverse-start] [--fresh]
                                           [--gc-stats] [--no-gc]
 
@@ -24,8 +25,14 @@ second during the windows instead: on this 2-core machine that work (and Postgre
 competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
 `--variant NAME` (repeatable) adds a proxy running only part of the plugin
-(bench/variant_callbacks.py: imported, preloaded, started, ping, admit, admit-ping, full), to trace a difference to a
-part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control).
+(bench/variant_callbacks.py: imported, preloaded, started, ping, admit, admit-ping, full, toggled), to trace a
+difference to a part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control);
+`--plugin-env NAME=VALUE` adds the full plugin with one setting changed. `--toggled-only` runs one
+proxy alone, the plugin's hooks working and idle in alternating windows (`x-bench-idle`): the
+plugin's per-request share with no difference between processes in it. Next to the median CPU
+ratio, the 95% bootstrap interval over rounds and the ratio of means are printed: on this machine
+one process's speed moves by ±20% from window to window, so read them over ≥ 16 short rounds
+(`--requests 300`).
 The first proxy started has measured slower than identical proxies started after it, so by
 default (`--twice`) each configuration runs in two processes started A B B A (with, without,
 without-2, with-2) and the ratios compare the means of the pairs, round by round;

@@ -1,10 +1,10 @@
 """Garbage-collection accounting inside the benchmark's proxies (`bench_proxy.py --gc-stats`).
 
 Loaded at a proxy's start-up by `bench/proxy_site/sitecustomize.py` when BENCH_GC_DIR is set. It
-times every collection
-(CPU, by generation) and, on SIGUSR2, writes the totals to `$BENCH_GC_DIR/gc-<pid>.json`, so the
-benchmark can read them before and after a window. With BENCH_GC_DISABLE=1 the collector is off
-for the whole process (`--no-gc`: takes garbage collection out of the comparison, memory grows).
+times every collection (CPU, by generation) and, on SIGUSR2, writes the totals to
+`$BENCH_GC_DIR/gc-<pid>.json`, so the benchmark can read them before and after a window. With
+BENCH_GC_DISABLE=1 the collector is off for the whole process (`--no-gc`: takes garbage collection
+out of the comparison, memory grows).
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """Pieces of the plugin, one at a time, for `bench_proxy.py --variant NAME` (a third proxy).
 
-Each variant starts the real plugin service (same imports, same heap, same Redis channel) and
-runs only part of its request work, so an end-to-end difference can be traced to a part:
+Each variant but `imported` and `preloaded` starts the real plugin service (same imports, same
+heap, same Redis channel) and runs only part of its request work, so an end-to-end difference
+can be traced to a part:
 
 - `imported`: the plugin's modules are imported (`bench/variant_spec.py`: all but
   `solaris_tokens.proxy`, whose handler instance would start the service), nothing is started,
   the hooks do nothing;
-- `preloaded`: the same modules imported at interpreter start (`bench/preload`), before LiteLLM's
+- `preloaded`: the same modules imported at interpreter start (`bench/proxy_site`), before LiteLLM's
   own start-up, the hooks do nothing;
 - `started`: the service is built, the hooks do nothing;
 - `ping`: one Redis round trip (PING over the channel) in the pre-call hook, none after;
