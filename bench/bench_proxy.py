@@ -92,7 +92,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_SITE = REPO / "bench" / "proxy_site"  # its sitecustomize: GC probe, preloaded modules
 NOOP_CALLBACK = "bench.noop_callback.handler"
 VARIANT_CALLBACK = "bench.variant_callbacks.handler"
-TOGGLED, IDLE = "toggled", "toggled, idle"  # one process, its hooks' work on / off (x-bench-idle)
+TOGGLED, TOGGLED_IDLE = "toggled", "toggled, idle"  # one process, its hooks' work on / off (x-bench-idle)
 # Controls: the full plugin again in another process, registered as `with` is (the instance path,
 # started once the probe's 401 answered) or as README documents it (the module path, no probe).
 CONTROLS: dict[str, bool | str] = {"plugin": True, "plugin-module": "solaris_tokens.proxy.handler"}
@@ -322,6 +322,64 @@ def compare(a: list[Runs], b: list[Runs]) -> tuple[float, float, float, float]:
     )
 
 
+def with_setting(setting: str) -> str:
+    """The name of the proxy `--plugin-env NAME=VALUE` adds."""
+    return f"with {setting}"
+
+
+def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWindowsFlusher | None, ledger: str) -> None:
+    """The summary after the rounds: medians per configuration, then the ratios against `without`."""
+    a = [r for name, r in runs.items() if name in ("with", "with-2")]
+    b = [r for name, r in runs.items() if name in ("without", "without-2")]
+    print()
+    print(f"{args.rounds} interleaved rounds; ledger: {ledger}; medians over rounds")
+    widths = {name: max(16, len(name) + 2) for name in runs}  # --plugin-env names are long
+    print(f"{'':28s}" + "".join(f"{name:>{widths[name]}s}" for name in runs))
+    for label, attr, decimals in (
+        ("throughput, c=20 (req/s)", "throughput", 1),
+        ("proxy CPU per request (ms)", "cpu_ms", 2),
+        ("latency p50, c=1 (ms)", "p50_ms", 2),
+        ("latency p99, c=1 (ms)", "p99_ms", 2),
+        *([("GC CPU per request (ms)", "gc_ms", 3)] if args.gc_stats else []),
+    ):
+        figures = (f"{median(getattr(r, attr)):{widths[name]}.{decimals}f}" for name, r in runs.items())
+        print(f"{label:28s}" + "".join(figures))
+    for name, r in runs.items():
+        if r.errors:
+            print(f"{name}: {len(r.errors)} non-200 answers: {sorted(set(r.errors))}")
+    if between is not None and between.entries:
+        print(
+            f"worker flush, between windows: {between.entries} ledger entries, "
+            f"{between.cpu_seconds / between.entries * 1e6:.0f} µs CPU per entry in this script "
+            f"({between.entries / between.wall_seconds:,.0f} entries/s), not charged to the proxy"
+        )
+    if a and b:
+        tp_ratio, cpu_ratio, added_p50, added_p99 = compare(a, b)
+        print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
+        print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)  {cpu_spread(a, b)}")
+        if args.gc_stats:
+            a_rest = [c - g for c, g in zip(per_round(a, "cpu_ms"), per_round(a, "gc_ms"), strict=True)]
+            b_rest = [c - g for c, g in zip(per_round(b, "cpu_ms"), per_round(b, "gc_ms"), strict=True)]
+            added_gc = median([x - y for x, y in zip(per_round(a, "gc_ms"), per_round(b, "gc_ms"), strict=True)])
+            rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
+            print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
+        print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
+    for setting in args.plugin_env:
+        changed = [runs[with_setting(setting)]]
+        tp, cpu, p50, _ = compare(changed, b)
+        print(
+            f"{with_setting(setting)} ÷ without: throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
+            f"{cpu_spread(changed, b)}, added p50 {p50:+.2f} ms"
+        )
+    if TOGGLED in runs:
+        working, idle = [runs[TOGGLED]], [runs[TOGGLED_IDLE]]
+        tp, cpu, p50, p99 = compare(working, idle)
+        print(
+            f"{TOGGLED} (one process, hooks working ÷ idle): throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
+            f"{cpu_spread(working, idle)}, added p50 {p50:+.2f} ms, p99 {p99:+.2f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
@@ -478,10 +536,10 @@ def main() -> None:
             configs.append((variant, config, variant_env))
         for setting in args.plugin_env:
             name, _, value = setting.partition("=")
-            configs.append((f"with {setting}", configs[0][1], {**plugin_env, name: value}))
+            configs.append((with_setting(setting), configs[0][1], {**plugin_env, name: value}))
         runs = {name: Runs() for name, _, _ in configs}
         if TOGGLED in runs:
-            runs[IDLE] = Runs()
+            runs[TOGGLED_IDLE] = Runs()
 
         def start_all(tag: str, reverse: bool) -> list[tuple[ProxyProcess, Runs, str]]:
             started = []
@@ -494,8 +552,6 @@ def main() -> None:
 
         if not args.fresh:
             proxies = start_all("", args.reverse_start)
-        a = [r for name, r in runs.items() if name in ("with", "with-2")]
-        b = [r for name, r in runs.items() if name in ("without", "without-2")]
         for round_no in range(args.rounds):
             if args.fresh:  # new processes every round, started in alternating order
                 proxies = start_all(f"-{round_no + 1}", reverse=round_no % 2 == 1)
@@ -505,7 +561,7 @@ def main() -> None:
             for proxy, r, name in order:
                 windows: list[tuple[Runs, dict[str, str] | None]] = [(r, None)]
                 if name == TOGGLED:  # the same process, its hooks idle: both windows, in alternating order
-                    windows.append((runs[IDLE], {IDLE_HEADER: "1"}))
+                    windows.append((runs[TOGGLED_IDLE], {IDLE_HEADER: "1"}))
                     windows = windows if round_no % 2 == 0 else windows[::-1]
                 for window, headers in windows:
                     asyncio.run(one_run(proxy, window, args.requests, args.sequential, gc_dir, headers))
@@ -524,50 +580,7 @@ def main() -> None:
                     proxy.stop()
         ledger = ("PostgreSQL" if settings.database_url else "SQLite") + f", flusher in the {args.flusher}"
         ledger += f"; proxies pinned to CPU {sorted(proxy_cpus)}" if proxy_cpus else "; no CPU pinning"
-        print()
-        print(f"{args.rounds} interleaved rounds; ledger: {ledger}; medians over rounds")
-        print(f"{'':28s}" + "".join(f"{name:>16s}" for name in runs))
-        for label, attr, fmt in (
-            ("throughput, c=20 (req/s)", "throughput", "{:16.1f}"),
-            ("proxy CPU per request (ms)", "cpu_ms", "{:16.2f}"),
-            ("latency p50, c=1 (ms)", "p50_ms", "{:16.2f}"),
-            ("latency p99, c=1 (ms)", "p99_ms", "{:16.2f}"),
-            *([("GC CPU per request (ms)", "gc_ms", "{:16.3f}")] if args.gc_stats else []),
-        ):
-            print(f"{label:28s}" + "".join(fmt.format(median(getattr(r, attr))) for r in runs.values()))
-        for name, r in runs.items():
-            if r.errors:
-                print(f"{name}: {len(r.errors)} non-200 answers: {sorted(set(r.errors))}")
-        if between is not None and between.entries:
-            print(
-                f"worker flush, between windows: {between.entries} ledger entries, "
-                f"{between.cpu_seconds / between.entries * 1e6:.0f} µs CPU per entry in this script "
-                f"({between.entries / between.wall_seconds:,.0f} entries/s), not charged to the proxy"
-            )
-        if a and b:
-            tp_ratio, cpu_ratio, added_p50, added_p99 = compare(a, b)
-            print(f"throughput ratio (with ÷ without) {tp_ratio:.3f}   (goal ≥ 0.95)")
-            print(f"CPU ratio (with ÷ without)        {cpu_ratio:.3f}   (goal ≤ 1.05)  {cpu_spread(a, b)}")
-            if args.gc_stats:
-                a_rest = [c - g for c, g in zip(per_round(a, "cpu_ms"), per_round(a, "gc_ms"), strict=True)]
-                b_rest = [c - g for c, g in zip(per_round(b, "cpu_ms"), per_round(b, "gc_ms"), strict=True)]
-                added_gc = median([x - y for x, y in zip(per_round(a, "gc_ms"), per_round(b, "gc_ms"), strict=True)])
-                rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
-                print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
-            print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
-        for setting in args.plugin_env:
-            tp, cpu, p50, _ = compare([runs[f"with {setting}"]], b)
-            print(
-                f"with {setting} ÷ without: throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
-                f"{cpu_spread([runs[f'with {setting}']], b)}, added p50 {p50:+.2f} ms"
-            )
-        if TOGGLED in runs:
-            working, idle = [runs[TOGGLED]], [runs[IDLE]]
-            tp, cpu, p50, p99 = compare(working, idle)
-            print(
-                f"{TOGGLED} (one process, hooks working ÷ idle): throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
-                f"{cpu_spread(working, idle)}, added p50 {p50:+.2f} ms, p99 {p99:+.2f} ms"
-            )
+        report(args, runs, between, ledger)
 
 
 if __name__ == "__main__":
