@@ -24,22 +24,20 @@ The full plugin is the benchmark's `with` proxy. Selected by SOLARIS_BENCH_VARIA
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from bench.noop_callback import NoopHandler
-from bench.variant_spec import IDLE_HEADER, PLUGIN_MODULES
+from bench.variant_spec import IDLE_HEADER, import_plugin_modules
 
 VARIANT = os.environ.get("SOLARIS_BENCH_VARIANT", "started")
 
-IDLE = VARIANT in ("imported", "preloaded")  # the plugin's modules loaded, no service
+NO_SERVICE = VARIANT in ("imported", "preloaded")  # the plugin's modules loaded, nothing started
 
 if VARIANT == "imported":
-    for _name in PLUGIN_MODULES:
-        importlib.import_module(_name)
-elif not IDLE:
+    import_plugin_modules()
+elif not NO_SERVICE:
     from solaris_tokens.domain import Usage
     from solaris_tokens.proxy.handler import call_details, caller_key, request_headers, usage_of
     from solaris_tokens.proxy.handler import handler as plugin_handler
@@ -59,7 +57,7 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
         super().__init__()
         # The plugin's own instance: importing its module already started its service, and a
         # second SolarisHandler would start a second one (double heap, connections, start-up).
-        self.plugin = None if IDLE else plugin_handler
+        self.plugin = None if NO_SERVICE else plugin_handler
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: str

@@ -16,7 +16,6 @@ if os.environ.get("BENCH_GC_DIR"):
     importlib.import_module("bench.gc_probe")
 
 if os.environ.get("BENCH_PRELOAD") == "1":
-    from bench.variant_spec import PLUGIN_MODULES
+    from bench.variant_spec import import_plugin_modules
 
-    for name in PLUGIN_MODULES:
-        importlib.import_module(name)
+    import_plugin_modules()
