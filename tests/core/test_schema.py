@@ -86,3 +86,4 @@ def test_migrations_of_two_ledgers_at_once_in_one_process_both_complete(tmp_path
     for engine in engines:
         with engine.connect() as conn:
             assert compare_metadata(MigrationContext.configure(conn), SQLModel.metadata) == []
+        engine.dispose()
