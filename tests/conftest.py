@@ -38,6 +38,14 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@pytest.fixture
+def real_url() -> str:
+    """The real Redis server's URL (skipped without it on a developer machine, failed in CI)."""
+    ok, detail = redis_reachable()
+    need_service("Redis", ok, detail)
+    return REAL_REDIS_URL
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A fresh database for this test session, migrated to head; dropped at the end."""

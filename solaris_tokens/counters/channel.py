@@ -23,6 +23,9 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from solaris_tokens.counters.connect import HiredisConnection, HiredisUnixConnection
+from solaris_tokens.counters.deadline import after_next_poll
+
+_UNSENT = float("inf")  # the deadline of a command not written yet
 
 # A command unanswered for this many deadlines means the link is dead (a Redis that hangs):
 # the connection is dropped and opened again on the next call.
@@ -107,16 +110,11 @@ class _PipelineProtocol(asyncio.Protocol):
             self._loop.call_soon(self._flush)
         self._outgoing.append(packed)
         future = self._loop.create_future()
-        deadline = self._loop.time() + self._timeout
-        self._pending.append(_Pending(future, deadline))
-        timer = self._timer
-        if timer is None or deadline < timer.when():  # the timer may be set for a dead-link check
-            if timer is not None:
-                timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._expire)
+        self._pending.append(_Pending(future, _UNSENT))
         return future
 
     def _flush(self) -> None:
+        """Write what this loop turn queued; the deadlines start now, when Redis can see them."""
         outgoing, self._outgoing = self._outgoing, []
         transport = self._transport
         if not outgoing or transport is None or self.lost is not None:
@@ -125,6 +123,15 @@ class _PipelineProtocol(asyncio.Protocol):
             self._fail(redis_errors.ConnectionError("Redis connection closed"))
             return
         transport.write(b"".join(outgoing))
+        deadline = self._loop.time() + self._timeout
+        pending = self._pending
+        for index in range(len(pending) - len(outgoing), len(pending)):
+            pending[index].deadline = deadline
+        timer = self._timer
+        if timer is None or deadline < timer.when():  # the timer may be set for a dead-link check
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(deadline, after_next_poll, self._loop, self._expire)
 
     # --- deadlines ----------------------------------------------------------------------------
 
@@ -147,12 +154,12 @@ class _PipelineProtocol(asyncio.Protocol):
                 future.set_exception(TimeoutError())
             index += 1
         self._expired = index
-        if index < len(pending):
-            self._timer = self._loop.call_at(pending[index].deadline, self._expire)
+        if index < len(pending) and pending[index].deadline != _UNSENT:
+            when = pending[index].deadline
         else:  # all waiting for late replies: check again when the oldest would mean a dead link
-            self._timer = self._loop.call_at(
-                pending[0].deadline + self._timeout * (_DEAD_LINK_DEADLINES - 1), self._expire
-            )
+            when = pending[0].deadline + self._timeout * (_DEAD_LINK_DEADLINES - 1)
+        if when != _UNSENT:  # else the next flush sets the timer
+            self._timer = self._loop.call_at(when, after_next_poll, self._loop, self._expire)
 
     def _fail(self, exc: BaseException) -> None:
         if self.lost is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from functools import partial
 from importlib.resources import files
@@ -20,6 +19,7 @@ from solaris_tokens.counters.base import (
     StoredCounters,
 )
 from solaris_tokens.counters.channel import RedisChannel
+from solaris_tokens.counters.deadline import store_deadline
 from solaris_tokens.domain import AlertKind, CreditKind, ReleaseOutcome
 from solaris_tokens.errors import InvalidInput, StoreUnavailable
 from solaris_tokens.keys import KeyBuilder
@@ -97,7 +97,7 @@ class RedisCounterStore:
     async def _call(self, work: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
         """Run one store call under a deadline, turning driver errors into our own."""
         try:
-            async with asyncio.timeout(timeout if timeout is not None else self.timeout_seconds):
+            async with store_deadline(timeout if timeout is not None else self.timeout_seconds):
                 if not self._scripts_loaded:
                     await self._load_scripts()
                 return await work()
