@@ -16,7 +16,7 @@ Per round and proxy:
                                           [--variant imported|preloaded|started|ping|admit|admit-ping|full|toggled ...]
                                           [--plugin-env NAME=VALUE ...] [--toggled-only]
                                           [--no-twice] [--reverse-start] [--fresh]
-                                          [--gc-stats] [--no-gc]
+                                          [--gc-stats] [--no-gc] [--perf]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -42,6 +42,10 @@ process's start gives it then varies across rounds rather than favouring one con
 `--gc-stats` loads `bench/gc_probe.py` in every proxy and reports the garbage collector's CPU per
 request beside the total (and the CPU ratio without it); `--no-gc` turns the collector off in
 every proxy, to compare the rest without GC's noise (a full collection of LiteLLM's heap costs ≈ 0.3 s).
+`--perf` counts every proxy's instructions and cycles (user and kernel mode) per request over each
+window with `perf stat -p`, and prints their ratios like the CPU ratio's: instructions retired
+barely move with the machine's noise (±0.1% between windows where CPU time moves by ±20%), so
+they tell a process doing more work per request from the same work running slower.
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -120,6 +124,8 @@ class Runs:
     p99_ms: list[float] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)  # status codes of non-200 answers
     gc_ms: list[float] = field(default_factory=list)  # with --gc-stats: collector CPU per request
+    # with --perf: hardware counters per request (thousands), user and kernel mode, from `perf stat`
+    counters: dict[str, list[float]] = field(default_factory=dict)
 
 
 async def load(
@@ -178,6 +184,37 @@ def gc_seconds(proxy: ProxyProcess, directory: Path) -> float:
     return float(sum(json.loads(path.read_text())["cpu_seconds"]))
 
 
+PERF_EVENTS = ("instructions:u", "cycles:u", "instructions:k", "cycles:k")
+
+
+@contextmanager
+def perf_counters(pid: int, directory: Path, requests: int, into: dict[str, list[float]]) -> Iterator[None]:
+    """Count the proxy's instructions and cycles (all its threads) with `perf stat` over a window.
+
+    Instructions retired barely move with what else the machine runs, unlike CPU time (±20% from
+    one window to the next here): an instruction ratio tells whether a process does more work per
+    request, a cycle ratio at the same instruction count that the same work ran slower.
+    """
+    output = directory / f"perf-{pid}.csv"
+    events = ",".join(PERF_EVENTS)
+    perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "-o", str(output)])
+    time.sleep(0.2)  # perf attaches to every thread of the process before the window starts
+    try:
+        yield
+    finally:
+        perf.send_signal(signal.SIGINT)
+        perf.wait(10)
+    counted: dict[str, float] = {}
+    for line in output.read_text().splitlines():
+        cells = line.split(",")
+        if len(cells) > 2 and cells[2] in PERF_EVENTS:
+            if not cells[0].isdigit():
+                raise RuntimeError(f"perf stat could not count {cells[2]} in process {pid}: {line}")
+            counted[cells[2]] = int(cells[0]) / requests / 1000
+    for event in PERF_EVENTS:
+        into.setdefault(event, []).append(counted[event])
+
+
 async def one_run(
     proxy: ProxyProcess,
     runs: Runs,
@@ -185,15 +222,19 @@ async def one_run(
     sequential: int,
     gc_dir: Path | None = None,
     headers: dict[str, str] | None = None,
+    perf_dir: Path | None = None,
 ) -> None:
     async with load_client() as client:
         await load(client, proxy.url, proxy.master_key, len(USERS), 5)  # warm connections; users provisioned
         gc0 = gc_seconds(proxy, gc_dir) if gc_dir else 0.0
-        cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
-        await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors, headers)
-        wall = time.perf_counter() - wall0
-        await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
-        cpu = cpu_seconds(proxy.pid) - cpu0
+        with ExitStack() as counting:
+            if perf_dir:
+                counting.enter_context(perf_counters(proxy.pid, perf_dir, requests, runs.counters))
+            cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
+            await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors, headers)
+            wall = time.perf_counter() - wall0
+            await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
+            cpu = cpu_seconds(proxy.pid) - cpu0
         if gc_dir:
             runs.gc_ms.append((gc_seconds(proxy, gc_dir) - gc0) / requests * 1000)
         latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors, headers))
@@ -286,9 +327,14 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def figures(runs: Runs, name: str) -> list[float]:
+    """One figure per window: a field of `Runs`, or a `perf stat` event's count per request."""
+    return runs.counters[name] if name in PERF_EVENTS else list(getattr(runs, name))
+
+
 def per_round(group: list[Runs], attr: str) -> list[float]:
     """One figure per round for a configuration: the mean over its processes."""
-    series = [getattr(runs, attr) for runs in group]
+    series = [figures(runs, attr) for runs in group]
     return [statistics.fmean(values) for values in zip(*series, strict=True)]
 
 
@@ -299,12 +345,12 @@ def bootstrap_interval(values: list[float], resamples: int = 2000) -> tuple[floa
     return medians[int(resamples * 0.025)], medians[int(resamples * 0.975) - 1]
 
 
-def cpu_spread(a: list[Runs], b: list[Runs]) -> str:
+def cpu_spread(a: list[Runs], b: list[Runs], attr: str = "cpu_ms") -> str:
     """How far the CPU ratio can be trusted: the 95% interval of its median over rounds, and the
     ratio of the mean CPU per request (per-round figures are skewed; means weigh every request)."""
-    ratios = [x / y for x, y in zip(per_round(a, "cpu_ms"), per_round(b, "cpu_ms"), strict=True)]
+    ratios = [x / y for x, y in zip(per_round(a, attr), per_round(b, attr), strict=True)]
     low, high = bootstrap_interval(ratios)
-    means = statistics.fmean(per_round(a, "cpu_ms")) / statistics.fmean(per_round(b, "cpu_ms"))
+    means = statistics.fmean(per_round(a, attr)) / statistics.fmean(per_round(b, attr))
     return f"(95% interval {low:.3f}–{high:.3f} over {len(ratios)} rounds; ratio of means {means:.3f})"
 
 
@@ -320,6 +366,19 @@ def compare(a: list[Runs], b: list[Runs]) -> tuple[float, float, float, float]:
         paired("p50_ms", operator.sub),
         paired("p99_ms", operator.sub),
     )
+
+
+def counter_ratios(runs: dict[str, Runs], a: list[Runs], b: list[Runs]) -> None:
+    """`--perf`: instructions and cycles per request, with ÷ without, every other proxy ÷ without,
+    and the toggled process's working ÷ idle windows."""
+    pairs: list[tuple[str, list[Runs], list[Runs]]] = [("with ÷ without", a, b)] if a and b else []
+    pairs += [(f"{name} ÷ without", [r], b) for name, r in runs.items() if b and all(r is not o for o in a + b)]
+    if TOGGLED in runs:
+        pairs.append((f"{TOGGLED} working ÷ idle", [runs[TOGGLED]], [runs[TOGGLED_IDLE]]))
+    for label, x, y in pairs:
+        for event in PERF_EVENTS:
+            ratio = median([p / q for p, q in zip(per_round(x, event), per_round(y, event), strict=True)])
+            print(f"{label}, {event:15s} {ratio:.3f} {cpu_spread(x, y, event)}")
 
 
 def with_setting(setting: str) -> str:
@@ -341,9 +400,10 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
         ("latency p50, c=1 (ms)", "p50_ms", 2),
         ("latency p99, c=1 (ms)", "p99_ms", 2),
         *([("GC CPU per request (ms)", "gc_ms", 3)] if args.gc_stats else []),
+        *([(f"{event} per request (k)", event, 1) for event in PERF_EVENTS] if args.perf else []),
     ):
-        figures = (f"{median(getattr(r, attr)):{widths[name]}.{decimals}f}" for name, r in runs.items())
-        print(f"{label:28s}" + "".join(figures))
+        row = (f"{median(figures(r, attr)):{widths[name]}.{decimals}f}" for name, r in runs.items())
+        print(f"{label:28s}" + "".join(row))
     for name, r in runs.items():
         if r.errors:
             print(f"{name}: {len(r.errors)} non-200 answers: {sorted(set(r.errors))}")
@@ -364,6 +424,8 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
             rest_ratio = median([x / y for x, y in zip(a_rest, b_rest, strict=True)])
             print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
         print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
+    if args.perf:
+        counter_ratios(runs, a, b)
     for setting in args.plugin_env:
         changed = [runs[with_setting(setting)]]
         tp, cpu, p50, _ = compare(changed, b)
@@ -460,6 +522,12 @@ def main() -> None:
         help="run only the `toggled` proxy: one process, the plugin's hooks working and idle in "
         "alternating windows (one pair per round); no difference between processes enters the "
         "comparison, so many short rounds give a tight interval",
+    )
+    parser.add_argument(
+        "--perf",
+        action="store_true",
+        help="count each proxy's instructions and cycles per request over every window with `perf "
+        "stat` (instructions barely move with the machine's noise: they tell more work from slower work)",
     )
     args = parser.parse_args()
     if args.rounds < 1:
@@ -564,13 +632,15 @@ def main() -> None:
                     windows.append((runs[TOGGLED_IDLE], {IDLE_HEADER: "1"}))
                     windows = windows if round_no % 2 == 0 else windows[::-1]
                 for window, headers in windows:
-                    asyncio.run(one_run(proxy, window, args.requests, args.sequential, gc_dir, headers))
+                    perf_dir = workdir if args.perf else None
+                    asyncio.run(one_run(proxy, window, args.requests, args.sequential, gc_dir, headers, perf_dir))
                     if between is not None:
                         between.drain()
             print(
                 f"round {round_no + 1}: "
                 + " | ".join(
                     f"{name} {r.throughput[-1]:6.1f} req/s {r.cpu_ms[-1]:5.2f} ms CPU p50 {r.p50_ms[-1]:5.2f} ms"
+                    + (f" {r.counters['instructions:u'][-1]:6.0f}k instr" if r.counters else "")
                     for name, r in runs.items()
                 ),
                 flush=True,
