@@ -122,9 +122,13 @@ class RedisCounterStore:
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD every script once, so calls are plain EVALSHA (redis-py still falls back to
         loading again after a server restart). The embedded stand-in needs this: it drops a
-        connection that recovers from NOSCRIPT."""
+        connection that recovers from NOSCRIPT. One pipelined round trip: it runs under the first
+        call's deadline, and every caller that arrives before it is done runs it too."""
+        pipe = self.client.pipeline(transaction=False)
         for script in self._scripts:
-            script.sha = await self.client.script_load(script.script)
+            pipe.script_load(script.script)
+        for script, sha in zip(self._scripts, await pipe.execute(), strict=True):
+            script.sha = sha
         self._scripts_loaded = True
 
     # --- the hot path -------------------------------------------------------------------------

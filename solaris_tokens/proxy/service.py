@@ -86,6 +86,9 @@ class ProxyService:
         if runtime.settings.redis_url:  # the embedded stand-in keeps a polling thread per connection
             warm = min(runtime.settings.redis_warm_connections, runtime.settings.redis_max_connections)
             await warm_redis(runtime, warm)
+        # The store's first call loads its scripts: here, not under the first request's deadline
+        # (best effort: a Redis down at start-up is retried by the first request).
+        await runtime.store.ping()
         gate = QuotaGate(runtime, recorder=RejectionRecorder(runtime.ledger))
         service = cls(runtime, gate)
         if background:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +27,7 @@ from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
 from tests.proxy import payloads
 from tests.proxy.payloads import chat_request, failure_kwargs, master_key, success_kwargs, virtual_key
-from tests.support import FakeClock, count_rows
+from tests.support import FakeClock, count_rows, drop_redis_keys
 
 MARIA = "maria.silva@example.com"
 
@@ -518,3 +519,37 @@ async def test_proxy_delivers_emails_when_no_worker_runs(runtime: Runtime, tmp_p
         assert "80% dos seus tokens foram utilizados" in files[0].read_text()
     finally:
         await service.aclose(close_runtime=False)
+
+
+async def script_loads(redis: Any) -> int:
+    return int((await redis.info("commandstats")).get("cmdstat_script|load", {}).get("calls", 0))
+
+
+@pytest.mark.real
+async def test_the_service_loads_the_store_scripts_at_start_not_in_the_first_request(
+    real_url: str, tmp_path: Any
+) -> None:
+    """Loading them under the first request's deadline made a cold proxy's first burst answer 503."""
+    settings = Settings(
+        redis_url=real_url,
+        key_prefix=f"tstart{uuid.uuid4().hex[:8]}",
+        sqlite_path=tmp_path / "ledger.db",
+        state_dir=tmp_path / "state",
+        redis_warm_connections=0,
+    )
+    runtime = await asyncio.to_thread(build_runtime, settings)
+    try:
+        before = await script_loads(runtime.redis)
+        service = await ProxyService.start(runtime=runtime, background=False)
+        at_start = await script_loads(runtime.redis)
+        handler = SolarisHandler(service=service)
+        data = chat_request(MARIA, max_tokens=10)
+        await pre_call(handler, data)
+        await succeed(handler, data, 5, 5)
+        assert at_start > before
+        assert await script_loads(runtime.redis) == at_start  # the request ran on EVALSHA alone
+        assert (await runtime.quota.counters(MARIA)).used == 10
+        await service.aclose(close_runtime=False)
+    finally:
+        await runtime.aclose()
+        drop_redis_keys(settings.key_prefix, real_url)
