@@ -132,7 +132,8 @@ async def test_a_call_after_an_expiry_keeps_its_own_deadline(scripted: tuple[Scr
 async def test_callers_waiting_for_a_connection_share_one_attempt(scripted: tuple[ScriptedServer, str]) -> None:
     server, url = scripted
     server.answering.clear()  # the AUTH of the attempt is never answered
-    channel = channel_for(url.replace("redis://", "redis://:pw@"), timeout=0.05)
+    # A deadline long enough for all 50 callers to arrive while the one attempt is still pending.
+    channel = channel_for(url.replace("redis://", "redis://:pw@"), timeout=0.5)
     try:
         results = await asyncio.gather(*(channel.call("ECHO", str(i)) for i in range(50)), return_exceptions=True)
         assert all(isinstance(r, TimeoutError) for r in results), results
