@@ -1,12 +1,11 @@
 """Deadlines that time the store, not the proxy's own event loop.
 
-A deadline is there to tell a slow or unreachable Redis (503). When the proxy's loop is busy
-(a burst of cold requests on a loaded CPU), a reply can sit in the socket for longer than the
-deadline while the loop runs other work; if the timer is then handled before the socket is read,
-a call that Redis answered in time fails as if Redis had not. uvloop runs due timers *before* it
-polls the sockets in each turn, so there it happens every time the loop was blocked past a
-deadline; asyncio's own loop polls first, but a reply that landed while the loop ran callbacks
-is read one turn later too.
+A deadline is there to tell a slow or unreachable Redis (503). When the proxy's loop is busy past
+a deadline (a burst of cold requests on a loaded CPU), the deadline's timer and Redis's reply come
+due in the same loop turn, and the timer wins: uvloop handles due timers before it reads the
+sockets, and on either loop a task cancelled in the turn its reply was read gets the
+cancellation, not the reply. A call that Redis answered in time then fails as if Redis had not
+(`tests/core/test_deadlines.py` shows it on both loops).
 
 So a deadline that passes first lets the loop poll its sockets once more, then decides: two
 `call_soon` hops reach past the next poll on both loops (uvloop runs the ready queue before
