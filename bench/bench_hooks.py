@@ -38,9 +38,8 @@ from solaris_tokens.counters.connect import async_client  # noqa: E402
 from solaris_tokens.proxy.handler import SolarisHandler  # noqa: E402
 from solaris_tokens.proxy.service import ProxyService  # noqa: E402
 from solaris_tokens.runtime import build_runtime  # noqa: E402
-from solaris_tokens.settings import Settings  # noqa: E402
 from tests.proxy.payloads import chat_request, master_key, success_kwargs  # noqa: E402
-from tests.support import REAL_REDIS_URL  # noqa: E402
+from tests.support import REAL_REDIS_URL, real_redis_settings  # noqa: E402
 
 SYSTEM = (
     "Você é a IA SOLARIS, uma assistente prestativa. Responda em português do Brasil, de forma clara, "
@@ -79,14 +78,7 @@ def librechat_request(email: str, turn: int) -> dict[str, Any]:
 
 async def run(requests: int, users: int, *, pipeline: bool) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
-    settings = Settings(
-        redis_url=REAL_REDIS_URL,
-        key_prefix=f"bench{uuid.uuid4().hex[:8]}",
-        sqlite_path=tmp / "ledger.db",
-        state_dir=tmp / "state",
-        redis_warm_connections=4,
-        redis_pipeline=pipeline,
-    )
+    settings = real_redis_settings(tmp, "bench", redis_warm_connections=4, redis_pipeline=pipeline)
     runtime = build_runtime(settings, redis=async_client(REAL_REDIS_URL, settings))
     channel = runtime.store.channel or RedisChannel.for_client(runtime.redis, timeout=1.0)
     assert channel is not None

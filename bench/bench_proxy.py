@@ -71,7 +71,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -90,7 +89,7 @@ from solaris_tokens.settings import Settings  # noqa: E402
 from tests.e2e.conftest import fresh_database, solaris_env  # noqa: E402
 from tests.e2e.proxy import ProxyProcess, proxy_config  # noqa: E402
 from tests.e2e.upstream import free_port  # noqa: E402
-from tests.support import REAL_REDIS_URL, drop_redis_keys, postgres_reachable  # noqa: E402
+from tests.support import drop_redis_keys, postgres_reachable, real_redis_settings  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_SITE = REPO / "bench" / "proxy_site"  # its sitecustomize: GC probe, preloaded modules
@@ -558,12 +557,7 @@ def main() -> None:
         stack.callback(restore_affinities, moved)
         stack.callback(upstream.wait, 10)
         stack.callback(upstream.terminate)
-        settings = Settings(
-            redis_url=REAL_REDIS_URL,
-            key_prefix=f"bench{uuid.uuid4().hex[:8]}",
-            state_dir=workdir / "state",
-            sqlite_path=workdir / "ledger.db",
-        )
+        settings = real_redis_settings(workdir, "bench")
         stack.callback(drop_redis_keys, settings.key_prefix)
         if postgres_reachable()[0]:
             settings.database_url = stack.enter_context(fresh_database())

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, func, select
+
+from solaris_tokens.settings import Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REAL_REDIS_URL = os.environ.get("SOLARIS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -28,6 +33,18 @@ class FakeClock:
 
     def advance(self, **delta: float) -> None:
         self.now += timedelta(**delta)
+
+
+def real_redis_settings(directory: Path, prefix: str, **changes: Any) -> Settings:
+    """Settings on the real Redis under a key prefix of their own (`prefix` + a random suffix),
+    the embedded ledger and state files under `directory`."""
+    return Settings(
+        redis_url=REAL_REDIS_URL,
+        key_prefix=f"{prefix}{uuid.uuid4().hex[:8]}",
+        sqlite_path=directory / "ledger.db",
+        state_dir=directory / "state",
+        **changes,
+    )
 
 
 def need_service(name: str, reachable: bool, detail: str = "") -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +26,7 @@ from solaris_tokens.runtime import Runtime, build_runtime
 from solaris_tokens.settings import Settings
 from tests.proxy import payloads
 from tests.proxy.payloads import chat_request, failure_kwargs, master_key, success_kwargs, virtual_key
-from tests.support import FakeClock, count_rows, drop_redis_keys
+from tests.support import FakeClock, count_rows, drop_redis_keys, real_redis_settings
 
 MARIA = "maria.silva@example.com"
 
@@ -530,13 +529,7 @@ async def test_the_service_loads_the_store_scripts_at_start_not_in_the_first_req
     real_url: str, tmp_path: Any
 ) -> None:
     """Loading them under the first request's deadline made a cold proxy's first burst answer 503."""
-    settings = Settings(
-        redis_url=real_url,
-        key_prefix=f"tstart{uuid.uuid4().hex[:8]}",
-        sqlite_path=tmp_path / "ledger.db",
-        state_dir=tmp_path / "state",
-        redis_warm_connections=0,
-    )
+    settings = real_redis_settings(tmp_path, "tstart", redis_warm_connections=0)
     runtime = await asyncio.to_thread(build_runtime, settings)
     try:
         before = await script_loads(runtime.redis)
@@ -552,4 +545,4 @@ async def test_the_service_loads_the_store_scripts_at_start_not_in_the_first_req
         await service.aclose(close_runtime=False)
     finally:
         await runtime.aclose()
-        drop_redis_keys(settings.key_prefix, real_url)
+        drop_redis_keys(settings.key_prefix)
