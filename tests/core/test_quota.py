@@ -91,6 +91,19 @@ async def test_release_frees_the_reservation_once(runtime: Runtime) -> None:
     assert (c.used, c.reserved) == (0, 0)
 
 
+async def test_a_zero_token_reservation_settles_releases_and_replays(runtime: Runtime) -> None:
+    """Real Redis refuses HINCRBY by "-0" (what Lua's -x gives for 0): the state machine found a
+    0-token reservation whose release failed (settle.lua and revert.lua had the same form)."""
+    released = await runtime.quota.authorize(MARIA, 0)
+    assert await runtime.quota.release(MARIA, released.reservation_id) is ReleaseOutcome.RELEASED
+    settled = await runtime.quota.authorize(MARIA, 0)
+    outcome = await runtime.quota.settle(MARIA, settled.reservation_id, Usage(0, 0))
+    assert outcome.outcome is SettleOutcome.SETTLED
+    await runtime.flusher.drain()
+    c = await runtime.quota.counters(MARIA)
+    assert (c.used, c.reserved, c.requests) == (0, 0, 1)
+
+
 async def test_credit_twice_with_one_key_credits_once(runtime: Runtime) -> None:
     await runtime.quota.ensure_loaded(MARIA)
     first = await runtime.quota.credit(MARIA, 500_000, CreditKind.PURCHASE, key="order-1", actor="admin")

@@ -7,5 +7,5 @@ if not held then
 end
 redis.call('HDEL', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('HINCRBY', KEYS[1], 'reserved', -tonumber(held))
+redis.call('HINCRBY', KEYS[1], 'reserved', 0 - tonumber(held))  -- not -x: Redis refuses "-0"
 return {'released', tonumber(held)}

@@ -11,7 +11,7 @@ end
 redis.call('ZADD', KEYS[3], tonumber(ARGV[4]), ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', tonumber(ARGV[5]))
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  redis.call('HINCRBY', KEYS[2], 'used', -tonumber(ARGV[2]))
+  redis.call('HINCRBY', KEYS[2], 'used', 0 - tonumber(ARGV[2]))  -- not -x: Redis refuses "-0"
   redis.call('HINCRBY', KEYS[2], 'requests', -1)
 end
 redis.call('HINCRBY', KEYS[1], 'additional', tonumber(ARGV[3]))

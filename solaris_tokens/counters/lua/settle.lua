@@ -26,7 +26,7 @@ local held = redis.call('HGET', res, rid)
 if held then
   redis.call('HDEL', res, rid)
   redis.call('ZREM', resx, rid)
-  redis.call('HINCRBY', profile, 'reserved', -tonumber(held))
+  redis.call('HINCRBY', profile, 'reserved', 0 - tonumber(held))  -- not -x: Redis refuses "-0"
 else
   outcome = 'late'
 end
