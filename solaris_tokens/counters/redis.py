@@ -29,6 +29,7 @@ T = TypeVar("T")
 LEDGER_GROUP = "ledger"
 _PERIOD_TTL_S = 100 * 24 * 3600  # a period hash outlives its month, then goes by itself
 _ALERT_KINDS = tuple(AlertKind)
+_SCRIPT_LOAD_TIMEOUT_S = 5.0  # like the other calls off the request path
 
 
 def _script_source(name: str) -> str:
@@ -97,9 +98,10 @@ class RedisCounterStore:
     async def _call(self, work: Callable[[], Awaitable[T]], *, timeout: float | None = None) -> T:
         """Run one store call under a deadline, turning driver errors into our own."""
         try:
-            async with store_deadline(timeout if timeout is not None else self.timeout_seconds):
-                if not self._scripts_loaded:
+            if not self._scripts_loaded:  # set-up, once per store: not held to one call's deadline
+                async with store_deadline(max(timeout or 0.0, _SCRIPT_LOAD_TIMEOUT_S)):
                     await self._load_scripts()
+            async with store_deadline(timeout if timeout is not None else self.timeout_seconds):
                 return await work()
         except Exception as exc:
             _raise_as_store_error(exc)
@@ -122,8 +124,10 @@ class RedisCounterStore:
     async def _load_scripts(self) -> None:
         """SCRIPT LOAD every script once, so calls are plain EVALSHA (redis-py still falls back to
         loading again after a server restart). The embedded stand-in needs this: it drops a
-        connection that recovers from NOSCRIPT. One pipelined round trip: it runs under the first
-        call's deadline, and every caller that arrives before it is done runs it too."""
+        connection that recovers from NOSCRIPT. One pipelined round trip, under a set-up deadline
+        (the first call of a new store also opens its first connection: on a loaded machine that
+        took longer than a request's 0.5 s). The proxy loads them at start; every caller that
+        arrives before a load is done runs it too."""
         pipe = self.client.pipeline(transaction=False)
         for script in self._scripts:
             pipe.script_load(script.script)
