@@ -16,7 +16,7 @@ Per round and proxy:
                                           [--variant imported|preloaded|started|ping|admit|admit-ping|full|toggled ...]
                                           [--plugin-env NAME=VALUE ...] [--toggled-only]
                                           [--no-twice] [--reverse-start] [--fresh]
-                                          [--gc-stats] [--no-gc] [--perf]
+                                          [--gc-stats] [--no-gc] [--perf [--perf-events EVENT,...]]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -46,6 +46,8 @@ every proxy, to compare the rest without GC's noise (a full collection of LiteLL
 window with `perf stat -p`, and prints their ratios like the CPU ratio's: instructions retired
 barely move with the machine's noise (±0.1% between windows where CPU time moves by ±20%), so
 they tell a process doing more work per request from the same work running slower.
+`--perf-events dTLB-load-misses,iTLB-load-misses,...` counts more events the same way (to find
+what makes the same instructions take more cycles).
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
@@ -186,16 +188,24 @@ def gc_seconds(proxy: ProxyProcess, directory: Path) -> float:
 PERF_EVENTS = ("instructions:u", "cycles:u", "instructions:k", "cycles:k")
 
 
+@dataclass(frozen=True)
+class PerfSpec:
+    """`--perf`: where `perf stat` writes, and what it counts (PERF_EVENTS + `--perf-events`)."""
+
+    directory: Path
+    events: tuple[str, ...] = PERF_EVENTS
+
+
 @contextmanager
-def perf_counters(pid: int, directory: Path, requests: int, into: dict[str, list[float]]) -> Iterator[None]:
+def perf_counters(pid: int, spec: PerfSpec, requests: int, into: dict[str, list[float]]) -> Iterator[None]:
     """Count the proxy's instructions and cycles (all its threads) with `perf stat` over a window.
 
     Instructions retired barely move with what else the machine runs, unlike CPU time (±20% from
     one window to the next here): an instruction ratio tells whether a process does more work per
     request, a cycle ratio at the same instruction count that the same work ran slower.
     """
-    output = directory / f"perf-{pid}.csv"
-    events = ",".join(PERF_EVENTS)
+    output = spec.directory / f"perf-{pid}.csv"
+    events = ",".join(spec.events)
     perf = subprocess.Popen(["perf", "stat", "-x", ",", "-e", events, "-p", str(pid), "-o", str(output)])
     time.sleep(0.2)  # perf attaches to every thread of the process before the window starts
     try:
@@ -206,11 +216,11 @@ def perf_counters(pid: int, directory: Path, requests: int, into: dict[str, list
     counted: dict[str, float] = {}
     for line in output.read_text().splitlines():
         cells = line.split(",")
-        if len(cells) > 2 and cells[2] in PERF_EVENTS:
+        if len(cells) > 2 and cells[2] in spec.events:
             if not cells[0].isdigit():
                 raise RuntimeError(f"perf stat could not count {cells[2]} in process {pid}: {line}")
             counted[cells[2]] = int(cells[0]) / requests / 1000
-    for event in PERF_EVENTS:
+    for event in spec.events:
         into.setdefault(event, []).append(counted[event])
 
 
@@ -221,14 +231,14 @@ async def one_run(
     sequential: int,
     gc_dir: Path | None = None,
     headers: dict[str, str] | None = None,
-    perf_dir: Path | None = None,
+    perf: PerfSpec | None = None,
 ) -> None:
     async with load_client() as client:
         await load(client, proxy.url, proxy.master_key, len(USERS), 5)  # warm connections; users provisioned
         gc0 = gc_seconds(proxy, gc_dir) if gc_dir else 0.0
         with ExitStack() as counting:
-            if perf_dir:
-                counting.enter_context(perf_counters(proxy.pid, perf_dir, requests, runs.counters))
+            if perf:
+                counting.enter_context(perf_counters(proxy.pid, perf, requests, runs.counters))
             cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
             await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors, headers)
             wall = time.perf_counter() - wall0
@@ -328,7 +338,7 @@ def median(values: list[float]) -> float:
 
 def figures(runs: Runs, name: str) -> list[float]:
     """One figure per window: a field of `Runs`, or a `perf stat` event's count per request."""
-    return runs.counters[name] if name in PERF_EVENTS else list(getattr(runs, name))
+    return runs.counters[name] if name in runs.counters else list(getattr(runs, name))
 
 
 def per_round(group: list[Runs], attr: str) -> list[float]:
@@ -367,7 +377,7 @@ def compare(a: list[Runs], b: list[Runs]) -> tuple[float, float, float, float]:
     )
 
 
-def counter_ratios(runs: dict[str, Runs], a: list[Runs], b: list[Runs]) -> None:
+def counter_ratios(runs: dict[str, Runs], a: list[Runs], b: list[Runs], events: tuple[str, ...]) -> None:
     """`--perf`: instructions and cycles per request, with ÷ without, every other proxy ÷ without,
     and the toggled process's working ÷ idle windows."""
     pairs: list[tuple[str, list[Runs], list[Runs]]] = [("with ÷ without", a, b)] if a and b else []
@@ -375,9 +385,13 @@ def counter_ratios(runs: dict[str, Runs], a: list[Runs], b: list[Runs]) -> None:
     if TOGGLED in runs:
         pairs.append((f"{TOGGLED} working ÷ idle", [runs[TOGGLED]], [runs[TOGGLED_IDLE]]))
     for label, x, y in pairs:
-        for event in PERF_EVENTS:
+        for event in events:
             ratio = median([p / q for p, q in zip(per_round(x, event), per_round(y, event), strict=True)])
             print(f"{label}, {event:15s} {ratio:.3f} {cpu_spread(x, y, event)}")
+
+
+def perf_events(args: argparse.Namespace) -> tuple[str, ...]:
+    return (*PERF_EVENTS, *args.perf_events)
 
 
 def with_setting(setting: str) -> str:
@@ -399,7 +413,7 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
         ("latency p50, c=1 (ms)", "p50_ms", 2),
         ("latency p99, c=1 (ms)", "p99_ms", 2),
         *([("GC CPU per request (ms)", "gc_ms", 3)] if args.gc_stats else []),
-        *([(f"{event} per request (k)", event, 1) for event in PERF_EVENTS] if args.perf else []),
+        *([(f"{event} per request (k)", event, 1) for event in perf_events(args)] if args.perf else []),
     ):
         row = (f"{median(figures(r, attr)):{widths[name]}.{decimals}f}" for name, r in runs.items())
         print(f"{label:28s}" + "".join(row))
@@ -424,7 +438,7 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
             print(f"  of which GC: {added_gc:+.3f} ms per request; CPU ratio without GC time {rest_ratio:.3f}")
         print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
     if args.perf:
-        counter_ratios(runs, a, b)
+        counter_ratios(runs, a, b, perf_events(args))
     for setting in args.plugin_env:
         changed = [runs[with_setting(setting)]]
         tp, cpu, p50, _ = compare(changed, b)
@@ -528,6 +542,14 @@ def main() -> None:
         help="count each proxy's instructions and cycles per request over every window with `perf "
         "stat` (instructions barely move with the machine's noise: they tell more work from slower work)",
     )
+    parser.add_argument(
+        "--perf-events",
+        type=lambda text: [event for event in text.split(",") if event],
+        default=[],
+        metavar="EVENT,...",
+        help="with --perf, count these `perf stat` events too (e.g. dTLB-load-misses,iTLB-load-misses,"
+        "cache-misses); more events than the CPU has counters are multiplexed, and scaled by perf",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
@@ -626,8 +648,8 @@ def main() -> None:
                     windows.append((runs[TOGGLED_IDLE], {IDLE_HEADER: "1"}))
                     windows = windows if round_no % 2 == 0 else windows[::-1]
                 for window, headers in windows:
-                    perf_dir = workdir if args.perf else None
-                    asyncio.run(one_run(proxy, window, args.requests, args.sequential, gc_dir, headers, perf_dir))
+                    perf = PerfSpec(workdir, perf_events(args)) if args.perf else None
+                    asyncio.run(one_run(proxy, window, args.requests, args.sequential, gc_dir, headers, perf))
                     if between is not None:
                         between.drain()
             print(
