@@ -386,6 +386,9 @@ def counter_ratios(runs: dict[str, Runs], a: list[Runs], b: list[Runs], events: 
         pairs.append((f"{TOGGLED} working ÷ idle", [runs[TOGGLED]], [runs[TOGGLED_IDLE]]))
     for label, x, y in pairs:
         for event in events:
+            if not all(per_round(y, event)):  # e.g. an event this PMU counts as 0 in a VM
+                print(f"{label}, {event:15s} no ratio: the baseline counted 0 in a window")
+                continue
             ratio = median([p / q for p, q in zip(per_round(x, event), per_round(y, event), strict=True)])
             print(f"{label}, {event:15s} {ratio:.3f} {cpu_spread(x, y, event)}")
 
