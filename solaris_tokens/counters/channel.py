@@ -23,7 +23,7 @@ from redis import exceptions as redis_errors
 from redis.asyncio import Redis
 
 from solaris_tokens.counters.connect import HiredisConnection, HiredisUnixConnection
-from solaris_tokens.counters.deadline import after_next_poll
+from solaris_tokens.counters.deadline import after_next_poll, store_deadline
 
 _UNSENT = float("inf")  # the deadline of a command not written yet
 
@@ -233,13 +233,13 @@ class RedisChannel:
         if task is None or task.done():
             task = self._connecting = asyncio.ensure_future(self._open())
             task.add_done_callback(_consume_exception)
-        async with asyncio.timeout(self.timeout):
+        async with store_deadline(self.timeout):
             return await asyncio.shield(task)
 
     async def _open(self) -> _PipelineProtocol:
         loop = asyncio.get_running_loop()
         e = self.endpoint
-        async with asyncio.timeout(self.timeout):
+        async with store_deadline(self.timeout):
             if e.path:
                 _, protocol = await loop.create_unix_connection(lambda: _PipelineProtocol(loop, self.timeout), e.path)
             else:
