@@ -124,6 +124,10 @@ class Runs:
     p50_ms: list[float] = field(default_factory=list)
     p99_ms: list[float] = field(default_factory=list)
     errors: list[int] = field(default_factory=list)  # status codes of non-200 answers
+    # share of the c=20 window the proxy spent on a CPU, and the share the other CPUs were busy
+    # (the load generator, the upstream, Redis, PostgreSQL): which side limits the throughput
+    busy: list[float] = field(default_factory=list)
+    others_busy: list[float] = field(default_factory=list)
     gc_ms: list[float] = field(default_factory=list)  # with --gc-stats: collector CPU per request
     # with --perf: hardware counters per request (thousands), user and kernel mode, from `perf stat`
     counters: dict[str, list[float]] = field(default_factory=dict)
@@ -158,6 +162,18 @@ async def load(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
+
+
+def cpu_jiffies(cpus: set[int]) -> tuple[int, int]:
+    """(busy, total) clock ticks so far of these CPUs, from /proc/stat (idle and iowait are not busy)."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            ticks = [int(v) for v in values[:8]]
+            total += sum(ticks)
+            busy += sum(ticks) - ticks[3] - ticks[4]
+    return busy, total
 
 
 def load_client() -> httpx.AsyncClient:
@@ -239,16 +255,81 @@ async def one_run(
         with ExitStack() as counting:
             if perf:
                 counting.enter_context(perf_counters(proxy.pid, perf, requests, runs.counters))
-            cpu0, wall0 = cpu_seconds(proxy.pid), time.perf_counter()
+            others = set(os.sched_getaffinity(0))  # with --pin: every CPU but the proxies'
+            cpu0, wall0, jiffies0 = cpu_seconds(proxy.pid), time.perf_counter(), cpu_jiffies(others)
             await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors, headers)
             wall = time.perf_counter() - wall0
+            window_cpu, jiffies = cpu_seconds(proxy.pid) - cpu0, cpu_jiffies(others)
             await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
             cpu = cpu_seconds(proxy.pid) - cpu0
         if gc_dir:
             runs.gc_ms.append((gc_seconds(proxy, gc_dir) - gc0) / requests * 1000)
         latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors, headers))
     runs.throughput.append(requests / wall)
+    runs.busy.append(window_cpu / wall)
+    runs.others_busy.append((jiffies[0] - jiffies0[0]) / max(1, jiffies[1] - jiffies0[1]))
     runs.cpu_ms.append(cpu / requests * 1000)
+    runs.p50_ms.append(statistics.median(latencies) * 1000)
+    runs.p99_ms.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
+
+
+async def load_until(
+    client: httpx.AsyncClient, proxy: ProxyProcess, stop: asyncio.Event, answered: list[int], errors: list[int]
+) -> None:
+    """Concurrency-20 load on one proxy until `stop`; counts 200 answers in `answered[0]`."""
+    sent = iter(range(1 << 62))
+
+    async def worker() -> None:
+        while not stop.is_set():
+            i = next(sent)
+            headers = {"Authorization": f"Bearer {proxy.master_key}", "X-User-Email": USERS[i % len(USERS)]}
+            response = await client.post(proxy.url + "/v1/chat/completions", json=BODY, headers=headers)
+            if response.status_code == 200:
+                answered[0] += 1
+            else:
+                errors.append(response.status_code)
+
+    await asyncio.gather(*(worker() for _ in range(20)))
+
+
+async def concurrent_window(proxies: list[tuple[ProxyProcess, Runs]], seconds: float, ramp: float = 2.0) -> None:
+    """`--concurrent`: load every proxy at once, each at concurrency 20, on the same CPU.
+
+    The proxies then share that CPU over the same seconds, so whatever the machine does meanwhile
+    (its speed here moves by ±20% from one window to the next) falls on all of them alike, and
+    the CPU per request of each is read over one common window (after a ramp, before any load
+    stops). Throughput here is each proxy's share of the CPU, so its ratio mirrors the CPU ratio.
+    """
+    stop = asyncio.Event()
+    answered = [[0] for _ in proxies]
+    async with load_client() as client:
+        for proxy, _ in proxies:  # warm connections; users provisioned
+            await load(client, proxy.url, proxy.master_key, len(USERS), 5)
+        loads = [
+            asyncio.ensure_future(load_until(client, proxy, stop, count, runs.errors))
+            for (proxy, runs), count in zip(proxies, answered, strict=True)
+        ]
+        await asyncio.sleep(ramp)
+        counts0 = [count[0] for count in answered]
+        cpu0, wall0 = [cpu_seconds(proxy.pid) for proxy, _ in proxies], time.perf_counter()
+        await asyncio.sleep(seconds)
+        counts = [count[0] for count in answered]
+        cpu, wall = [cpu_seconds(proxy.pid) for proxy, _ in proxies], time.perf_counter()
+        stop.set()
+        await asyncio.gather(*loads)
+    for (_, runs), c0, c1, t0, t1 in zip(proxies, counts0, counts, cpu0, cpu, strict=True):
+        done = max(1, c1 - c0)
+        runs.throughput.append(done / (wall - wall0))
+        runs.cpu_ms.append((t1 - t0) / done * 1000)
+        runs.busy.append((t1 - t0) / (wall - wall0))
+        runs.others_busy.append(float("nan"))
+
+
+async def latency_run(proxy: ProxyProcess, runs: Runs, sequential: int) -> None:
+    """`--concurrent`: the c=1 latency, one proxy at a time (a latency under shared CPU means little)."""
+    async with load_client() as client:
+        await load(client, proxy.url, proxy.master_key, 5, 1)
+        latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors))
     runs.p50_ms.append(statistics.median(latencies) * 1000)
     runs.p99_ms.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
 
@@ -415,6 +496,8 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
         ("proxy CPU per request (ms)", "cpu_ms", 2),
         ("latency p50, c=1 (ms)", "p50_ms", 2),
         ("latency p99, c=1 (ms)", "p99_ms", 2),
+        ("proxy busy, c=20 (share)", "busy", 3),
+        ("other CPUs busy, c=20", "others_busy", 3),
         *([("GC CPU per request (ms)", "gc_ms", 3)] if args.gc_stats else []),
         *([(f"{event} per request (k)", event, 1) for event in perf_events(args)] if args.perf else []),
     ):
@@ -553,7 +636,17 @@ def main() -> None:
         help="with --perf, count these `perf stat` events too (e.g. dTLB-load-misses,iTLB-load-misses,"
         "cache-misses); more events than the CPU has counters are multiplexed, and scaled by perf",
     )
+    parser.add_argument(
+        "--concurrent",
+        action="store_true",
+        help="measure throughput and CPU with every proxy loaded at once on the same CPU, over one "
+        "common window of --window-seconds (the machine's drift then falls on all of them alike); "
+        "the c=1 latency is still measured one proxy at a time",
+    )
+    parser.add_argument("--window-seconds", type=float, default=20.0, help="with --concurrent: window length")
     args = parser.parse_args()
+    if args.concurrent and (args.toggled_only or args.perf or args.gc_stats):
+        parser.error("--concurrent does not combine with --toggled-only, --perf or --gc-stats")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     if any("=" not in setting for setting in args.plugin_env):
@@ -645,6 +738,13 @@ def main() -> None:
                 for proxy, _, _ in proxies:
                     asyncio.run(warm_up(proxy, args.requests // 5))
             order = proxies if round_no % 2 == 0 else proxies[::-1]
+            if args.concurrent:
+                asyncio.run(concurrent_window([(proxy, r) for proxy, r, _ in order], args.window_seconds))
+                if between is not None:
+                    between.drain()
+                for proxy, r, _ in order:
+                    asyncio.run(latency_run(proxy, r, args.sequential))
+                order = []
             for proxy, r, name in order:
                 windows: list[tuple[Runs, dict[str, str] | None]] = [(r, None)]
                 if name == TOGGLED:  # the same process, its hooks idle: both windows, in alternating order
@@ -659,6 +759,7 @@ def main() -> None:
                 f"round {round_no + 1}: "
                 + " | ".join(
                     f"{name} {r.throughput[-1]:6.1f} req/s {r.cpu_ms[-1]:5.2f} ms CPU p50 {r.p50_ms[-1]:5.2f} ms"
+                    f" busy {r.busy[-1]:.2f}/{r.others_busy[-1]:.2f}"
                     + (f" {r.counters['instructions:u'][-1]:6.0f}k instr" if r.counters else "")
                     for name, r in runs.items()
                 ),
