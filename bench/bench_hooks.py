@@ -6,12 +6,8 @@ a new question each time), against the real Redis, with no HTTP and no upstream.
 `time.process_time` summed over the hook calls only (building payloads is not counted). Next to
 it, in the same run and the same way: two plain Redis round trips (PING) — the floor for any
 plugin that reserves before and debits after over the network — through redis-py's pool and
-through the store's pipelined channel. It runs three times: on the pipelined channel with each
-hook awaited in turn (no settle linger); on the channel with the success hook run in the
-background as LiteLLM runs it, so its lingering settle leaves with the next request's reserve
-(the default `settle_linger_ms`; in that mode the success hook's own work runs inside the next
-pre-call's awaits and the split between the two hooks means little: read the total); and on
-redis-py's pool (`SOLARIS_REDIS_PIPELINE=false`).
+through the store's pipelined channel. It runs twice: with the request path on the pipelined
+channel (the default) and on redis-py's pool (`SOLARIS_REDIS_PIPELINE=false`).
 
     .venv/bin/python bench/bench_hooks.py [--requests 5000] [--users 100] [--loop uvloop|asyncio]
 
@@ -80,11 +76,9 @@ def librechat_request(email: str, turn: int) -> dict[str, Any]:
     return data
 
 
-async def run(requests: int, users: int, *, pipeline: bool, linger_ms: int = 0) -> dict[str, float]:
+async def run(requests: int, users: int, *, pipeline: bool) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
-    settings = real_redis_settings(
-        tmp, "bench", redis_warm_connections=4, redis_pipeline=pipeline, settle_linger_ms=linger_ms
-    )
+    settings = real_redis_settings(tmp, "bench", redis_warm_connections=4, redis_pipeline=pipeline)
     runtime = build_runtime(settings, redis=async_client(REAL_REDIS_URL, settings))
     channel = runtime.store.channel or RedisChannel.for_client(runtime.redis, timeout=1.0)
     assert channel is not None
@@ -100,7 +94,6 @@ async def run(requests: int, users: int, *, pipeline: bool, linger_ms: int = 0) 
 
         pre_cpu = post_cpu = ping_cpu = channel_ping_cpu = 0.0
         pre_wall: list[float] = []
-        settling: list[asyncio.Future[None]] = []
         for i in range(requests):
             data = librechat_request(emails[i % users], users + i)
             c0, w0 = time.process_time(), time.perf_counter()
@@ -108,27 +101,19 @@ async def run(requests: int, users: int, *, pipeline: bool, linger_ms: int = 0) 
             c1, w1 = time.process_time(), time.perf_counter()
             kwargs = success_kwargs(data, 420, 180)
             c2 = time.process_time()
-            if linger_ms:  # as LiteLLM runs it: in the background, while the next request comes in
-                settling.append(asyncio.ensure_future(handler.async_log_success_event(kwargs, None, None, None)))
-            else:
-                await handler.async_log_success_event(kwargs, None, None, None)
+            await handler.async_log_success_event(kwargs, None, None, None)
             c3 = time.process_time()
+            await runtime.redis.ping()
+            await runtime.redis.ping()
+            c4 = time.process_time()
+            await channel.call("PING")
+            await channel.call("PING")
+            c5 = time.process_time()
             pre_cpu += c1 - c0
             post_cpu += c3 - c2
+            ping_cpu += c4 - c3
+            channel_ping_cpu += c5 - c4
             pre_wall.append(w1 - w0)
-        c4 = time.process_time()
-        await asyncio.gather(*settling)
-        post_cpu += time.process_time() - c4
-        for _ in range(requests):  # the floor, right after (a lingering settle would ride on a PING)
-            c5 = time.process_time()
-            await runtime.redis.ping()
-            await runtime.redis.ping()
-            c6 = time.process_time()
-            await channel.call("PING")
-            await channel.call("PING")
-            c7 = time.process_time()
-            ping_cpu += c6 - c5
-            channel_ping_cpu += c7 - c6
 
         await runtime.flusher.drain()  # written to SQL by the background flusher in the proxy; not counted
         return {
@@ -151,19 +136,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--users", type=int, default=100)
-    parser.add_argument("--linger-ms", type=int, default=50, help="settle_linger_ms of the background mode")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the proxy runs on uvloop")
     args = parser.parse_args()
     proxy_cpu_us = 9000
     print(f"requests: {args.requests} over {args.users} users (real Redis {REAL_REDIS_URL}), {args.loop} loop")
     runner = uvloop.run if args.loop == "uvloop" else asyncio.run
-    modes = (
-        ("pipelined channel, each hook awaited in turn (settle_linger_ms=0)", True, 0),
-        (f"pipelined channel, success hook in the background (linger {args.linger_ms} ms)", True, args.linger_ms),
-        ("redis-py pool only", False, 0),
-    )
-    for label, pipeline, linger_ms in modes:
-        figures = runner(run(args.requests, args.users, pipeline=pipeline, linger_ms=linger_ms))
+    for label, pipeline in (("request path on the pipelined channel (default)", True), ("redis-py pool only", False)):
+        figures = runner(run(args.requests, args.users, pipeline=pipeline))
         print(f"-- {label}")
         print(f"pre-call hook          {figures['pre_call_us']:8.1f} µs CPU/request")
         print(f"success hook           {figures['success_us']:8.1f} µs CPU/request")
