@@ -152,12 +152,8 @@ class QuotaService:
             suspend_reason=raw.suspend_reason,
         )
 
-    async def settle(self, email: str, reservation_id: str, usage: Usage, *, linger: float = 0.0) -> Settlement:
-        """Debit real usage in place of the reservation; a second call for the same id changes nothing.
-
-        `linger`: seconds the store may hold the write back to send it with other commands (the
-        proxy's success hook, whose reply nobody waits for; the reservation counts meanwhile).
-        """
+    async def settle(self, email: str, reservation_id: str, usage: Usage) -> Settlement:
+        """Debit real usage in place of the reservation; a second call for the same id changes nothing."""
         cap = self.settings.max_request_tokens
         prompt = require_tokens(usage.prompt_tokens, "prompt_tokens", cap=cap)
         completion = require_tokens(usage.completion_tokens, "completion_tokens", cap=cap)
@@ -184,7 +180,6 @@ class QuotaService:
                 prompt_tokens=prompt,
                 completion_tokens=completion,
                 payload=payload,
-                linger=linger,
             )
             if raw.outcome != _NO_PROFILE:
                 break

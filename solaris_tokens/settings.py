@@ -43,16 +43,6 @@ class Settings(BaseSettings):
         ),
     )
 
-    settle_linger_ms: int = Field(
-        default=50,
-        ge=0,
-        le=1000,
-        description=(
-            "How long the success hook's settle may wait to share a write to Redis with the next request's"
-            " reserve (pipelined connection only); its reservation holds the tokens meanwhile. 0 = at once."
-        ),
-    )
-
     # --- quota
     default_plan: str = Field(default="basic", description="Plan of auto-provisioned users.")
     plans_file: Path | None = Field(default=None, description="TOML file adding or replacing plans (see Plans).")

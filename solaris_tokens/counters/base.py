@@ -106,7 +106,6 @@ class CounterStore(Protocol):
         prompt_tokens: int,
         completion_tokens: int,
         payload: str,
-        linger: float = 0.0,  # seconds the write may wait for company (nobody waits on its reply)
     ) -> RawSettle: ...
 
     async def release(self, email: str, reservation_id: str) -> tuple[ReleaseOutcome, int]: ...

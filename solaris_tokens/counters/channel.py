@@ -7,11 +7,6 @@ Commands issued in the same event-loop turn leave in one write, hiredis parses t
 bulk, and one timer keeps the deadline: Redis answers in order and every command carries the same
 timeout, so the oldest unanswered command is always the next to expire.
 
-A command nobody is waiting on (the settle of a call already answered) may `linger`: it waits up
-to that long for another command to leave with, usually the next request's reserve, so the two
-share one write and one read. In the proxy each round trip costs far more than its own work
-(the loop's extra wake-ups: bench/README-proxy.md, session 7).
-
 Only plain TCP and Unix-socket connections made by `async_client` are pipelined; TLS and
 in-process clients (fakeredis objects) keep using redis-py (`RedisChannel.for_client` says None).
 """
@@ -71,8 +66,6 @@ class _PipelineProtocol(asyncio.Protocol):
         self._pending: deque[_Pending] = deque()
         self._expired = 0  # leading entries already failed with TimeoutError, still owed a reply
         self._outgoing: list[bytes] = []
-        self._flush_soon = False  # a flush is scheduled for this loop turn
-        self._linger: asyncio.TimerHandle | None = None  # the flush lingering commands wait for
         self._transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.lost: BaseException | None = None
@@ -106,32 +99,22 @@ class _PipelineProtocol(asyncio.Protocol):
 
     # --- sending ------------------------------------------------------------------------------
 
-    def send(self, args: tuple[Any, ...], linger: float = 0.0) -> asyncio.Future[Any]:
-        """Queue a command for this loop turn's write, or, with `linger`, for the next write that
-        leaves within that many seconds."""
+    def send(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         if self.lost is not None or self._transport is None:
             raise redis_errors.ConnectionError("Redis connection is closed")
         try:
             packed = hiredis.pack_command(args)
         except TypeError as exc:
             raise redis_errors.DataError(str(exc)) from exc
-        if not self._flush_soon:
-            if linger <= 0:
-                self._flush_soon = True
-                self._loop.call_soon(self._flush)
-            elif self._linger is None:
-                self._linger = self._loop.call_later(linger, self._flush)
+        if not self._outgoing:
+            self._loop.call_soon(self._flush)
         self._outgoing.append(packed)
         future = self._loop.create_future()
         self._pending.append(_Pending(future, _UNSENT))
         return future
 
     def _flush(self) -> None:
-        """Write what is queued; the deadlines start now, when Redis can see them."""
-        self._flush_soon = False
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
+        """Write what this loop turn queued; the deadlines start now, when Redis can see them."""
         outgoing, self._outgoing = self._outgoing, []
         transport = self._transport
         if not outgoing or transport is None or self.lost is not None:
@@ -184,24 +167,12 @@ class _PipelineProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
         while self._pending:
             future = self._pending.popleft().future
             if not future.done():
                 future.set_exception(exc)
         self._expired = 0
         self._outgoing.clear()
-
-    async def drain(self) -> None:
-        """Write what lingers and wait until every command sent has its reply, its timeout or its
-        connection error."""
-        if self._outgoing:
-            self._flush()
-        waiting = [entry.future for entry in self._pending]
-        if waiting:
-            await asyncio.wait(waiting)
 
     def close(self) -> None:
         self._fail(redis_errors.ConnectionError("Redis channel closed"))
@@ -234,25 +205,23 @@ class RedisChannel:
             return None
         return cls(endpoint, timeout=timeout)
 
-    async def call(self, *args: Any, linger: float = 0.0) -> Any:
+    async def call(self, *args: Any) -> Any:
         """Send one command and wait for its reply; error replies are raised as redis-py errors.
 
-        `linger`: the command may wait that many seconds to share a write with others (its
-        deadline starts when it is written). Raises TimeoutError past the deadline, redis
-        ConnectionError when the link is lost.
+        Raises TimeoutError past the deadline, redis ConnectionError when the link is lost.
         """
         protocol = self._protocol
         if protocol is None or protocol.lost is not None:
             protocol = await self._connect()
-        reply = await protocol.send(args, linger)  # the protocol's timer keeps this call's deadline
+        reply = await protocol.send(args)  # the protocol's timer keeps this call's deadline
         if isinstance(reply, redis_errors.ResponseError):
             raise _typed_error(reply)
         return reply
 
-    async def evalsha(self, sha: Any, source: Any, keys: list[str], args: list[Any], linger: float = 0.0) -> Any:
+    async def evalsha(self, sha: Any, source: Any, keys: list[str], args: list[Any]) -> Any:
         """EVALSHA, loading the script again if the server forgot it (restarted)."""
         try:
-            return await self.call("EVALSHA", sha, len(keys), *keys, *args, linger=linger)
+            return await self.call("EVALSHA", sha, len(keys), *keys, *args)
         except redis_errors.NoScriptError:
             await self.call("SCRIPT", "LOAD", source)
             return await self.call("EVALSHA", sha, len(keys), *keys, *args)
@@ -293,9 +262,8 @@ class RedisChannel:
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
         if self._protocol is not None:
-            protocol, self._protocol = self._protocol, None
-            await protocol.drain()  # lingering settles are written and answered, not dropped
-            protocol.close()
+            self._protocol.close()
+            self._protocol = None
 
 
 def _typed_error(reply: redis_errors.ResponseError) -> redis_errors.RedisError:

@@ -106,14 +106,13 @@ class RedisCounterStore:
         except Exception as exc:
             _raise_as_store_error(exc)
 
-    async def _hot(self, script: AsyncScript, keys: list[str], args: list[str | int], linger: float = 0.0) -> Any:
+    async def _hot(self, script: AsyncScript, keys: list[str], args: list[str | int]) -> Any:
         """A request-path script call: over the pipelined channel when there is one (it keeps the
-        deadline itself, with one timer for all calls; `linger` lets the call wait that long to
-        share a write), else through redis-py under `_call`."""
+        deadline itself, with one timer for all calls), else through redis-py under `_call`."""
         if self.channel is None or not self._scripts_loaded:
             return await self._call(lambda: script(keys=keys, args=args))
         try:
-            return await self.channel.evalsha(script.sha, script.script, keys, args, linger)
+            return await self.channel.evalsha(script.sha, script.script, keys, args)
         except Exception as exc:
             _raise_as_store_error(exc)
 
@@ -162,7 +161,6 @@ class RedisCounterStore:
         prompt_tokens: int,
         completion_tokens: int,
         payload: str,
-        linger: float = 0.0,
     ) -> RawSettle:
         k = self.keys.user(email)
         keys = [k.profile, k.period(period), k.reservations, k.reservation_expiry, k.settled, k.stream]
@@ -177,7 +175,7 @@ class RedisCounterStore:
             now_ms - self._retention_ms,
             _PERIOD_TTL_S,
         ]
-        reply = await self._hot(self._settle, keys, args, linger)
+        reply = await self._hot(self._settle, keys, args)
         outcome = _text(reply[0])
         if outcome in ("no_profile", "duplicate"):
             return RawSettle(outcome)

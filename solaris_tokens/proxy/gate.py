@@ -46,7 +46,6 @@ class QuotaGate:
         self.signer = signer or TicketSigner()
         self.recorder = recorder or RejectionRecorder(runtime.ledger)
         self.retry_delays = retry_delays
-        self._linger = runtime.settings.settle_linger_ms / 1000
         self._retries: set[asyncio.Task[None]] = set()
 
     # --- before the call ----------------------------------------------------------------------
@@ -102,16 +101,14 @@ class QuotaGate:
 
         A call that reported no usable counts, or absurd ones (beyond the configured cap), is
         debited its estimate: neither free nor lost, and logged. A Redis outage schedules
-        retries instead of losing the debit. The write lingers (`settle_linger_ms`) to leave with
-        the next request's reserve: the call was answered already, and a round trip of its own
-        costs the proxy more than the settle's work.
+        retries instead of losing the debit.
         """
         if tokens is None:
             log.warning("no usage reported for reservation %s: debiting its estimate", ticket.reservation_id)
             tokens = (ticket.estimate, 0)
         usage = Usage(*tokens, call)
         try:
-            return await self.quota.settle(ticket.email, ticket.reservation_id, usage, linger=self._linger)
+            return await self.quota.settle(ticket.email, ticket.reservation_id, usage)
         except InvalidInput as exc:
             log.error(
                 "usage of %s refused (%s): %s; debiting the estimate of %d instead",

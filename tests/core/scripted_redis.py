@@ -13,15 +13,13 @@ from solaris_tokens.settings import Settings
 
 class ScriptedServer:
     """A tiny RESP server: answers ECHO, AUTH, SELECT; holds replies while `answering` is clear;
-    `HANGUP` closes the connection. It records every command it receives, and how many arrived in
-    each read (a client's write on loopback arrives as one read)."""
+    `HANGUP` closes the connection. It records every command it receives."""
 
     def __init__(self) -> None:
         self.answering = asyncio.Event()
         self.answering.set()
         self.connections = 0
         self.commands: list[list[str]] = []
-        self.reads: list[int] = []
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -29,11 +27,7 @@ class ScriptedServer:
         try:
             while data := await reader.read(65536):
                 parser.feed(data)
-                commands = []
                 while (command := parser.gets()) is not False:
-                    commands.append(command)
-                self.reads.append(len(commands))
-                for command in commands:
                     self.commands.append(command)
                     await self.answering.wait()
                     name = command[0].upper()

@@ -174,54 +174,6 @@ async def test_a_closed_connection_fails_the_calls_in_flight_then_reconnects(
         await channel.aclose()
 
 
-async def test_a_lingering_command_leaves_in_the_next_write(scripted: tuple[ScriptedServer, str]) -> None:
-    server, url = scripted
-    channel = channel_for(url)
-    try:
-        assert await channel.call("ECHO", "warm") == "warm"
-        lingering = asyncio.ensure_future(channel.call("ECHO", "settle", linger=60))
-        for _ in range(20):  # many loop turns: it waits for company, not for the next turn
-            await asyncio.sleep(0)
-        assert server.commands == [["ECHO", "warm"]]
-        assert await channel.call("ECHO", "reserve") == "reserve"
-        assert await lingering == "settle"
-        assert server.commands[1:] == [["ECHO", "settle"], ["ECHO", "reserve"]]
-        assert server.reads[-1] == 2  # one write carried both
-    finally:
-        await channel.aclose()
-
-
-async def test_a_lingering_command_alone_is_sent_when_its_linger_ends(scripted: tuple[ScriptedServer, str]) -> None:
-    _, url = scripted
-    channel = channel_for(url)
-    try:
-        assert await asyncio.wait_for(channel.call("ECHO", "alone", linger=0.01), timeout=10) == "alone"
-    finally:
-        await channel.aclose()
-
-
-async def test_a_lingering_command_deadline_starts_when_it_is_written(scripted: tuple[ScriptedServer, str]) -> None:
-    _, url = scripted
-    channel = channel_for(url, timeout=0.5)
-    try:
-        assert await channel.call("ECHO", "late but answered", linger=1.0) == "late but answered"
-    finally:
-        await channel.aclose()
-
-
-async def test_closing_the_channel_writes_lingering_commands_and_waits_for_their_replies(
-    scripted: tuple[ScriptedServer, str],
-) -> None:
-    server, url = scripted
-    channel = channel_for(url)
-    assert await channel.call("ECHO", "warm") == "warm"
-    lingering = asyncio.ensure_future(channel.call("ECHO", "last settle", linger=60))
-    await asyncio.sleep(0)
-    await channel.aclose()
-    assert await lingering == "last settle"
-    assert server.commands[-1] == ["ECHO", "last settle"]
-
-
 async def test_a_unix_socket_url_is_pipelined_too(tmp_path: Path) -> None:
     server = ScriptedServer()
     path = tmp_path / "redis.sock"

@@ -247,33 +247,6 @@ async def test_same_litellm_call_id_twice_debits_both(handler: SolarisHandler, r
     assert (await runtime.quota.counters(MARIA)).used == 60
 
 
-async def test_a_lingering_settle_leaves_with_the_next_reserve_or_at_close(runtime: Runtime) -> None:
-    """The success hook's settle may wait (settle_linger_ms) to share a write with the next
-    request's reserve; either way it is debited once, and closing the store writes it first."""
-    runtime.settings.settle_linger_ms = 1000
-    service = await ProxyService.start(runtime=runtime, background=False)
-    handler = SolarisHandler(service=service)
-    try:
-        first, second, third = (chat_request(MARIA, max_tokens=100) for _ in range(3))
-        await pre_call(handler, first)
-        settling = asyncio.ensure_future(succeed(handler, first, 10, 20))
-        await asyncio.sleep(0)
-        await pre_call(handler, second)  # its reserve carries the first settle along
-        await asyncio.wait_for(settling, timeout=10)
-        counters = await runtime.quota.counters(MARIA)
-        assert (counters.used, counters.reserved) == (30, second["metadata"][METADATA_KEY]["estimate"])
-
-        await pre_call(handler, third)
-        settles = [asyncio.ensure_future(succeed(handler, data, 1, 2)) for data in (second, third)]
-        await asyncio.sleep(0)
-        await runtime.store.aclose()  # the proxy stopping: lingering settles are written, not dropped
-        await asyncio.wait_for(asyncio.gather(*settles), timeout=10)
-        counters = await runtime.quota.counters(MARIA)
-        assert (counters.used, counters.reserved) == (36, 0)
-    finally:
-        await service.aclose(close_runtime=False)
-
-
 async def test_repeated_success_callback_debits_once(handler: SolarisHandler, runtime: Runtime) -> None:
     data = chat_request(MARIA)
     await pre_call(handler, data)
