@@ -80,6 +80,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -91,7 +92,7 @@ from solaris_tokens.settings import Settings  # noqa: E402
 from tests.e2e.conftest import fresh_database, solaris_env  # noqa: E402
 from tests.e2e.proxy import ProxyProcess, proxy_config  # noqa: E402
 from tests.e2e.upstream import free_port  # noqa: E402
-from tests.support import drop_redis_keys, postgres_reachable, real_redis_settings  # noqa: E402
+from tests.support import REAL_REDIS_URL, drop_redis_keys, postgres_reachable, real_redis_settings  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PROXY_SITE = REPO / "bench" / "proxy_site"  # its sitecustomize: GC probe, preloaded modules
@@ -128,6 +129,8 @@ class Runs:
     # (the load generator, the upstream, Redis, PostgreSQL): which side limits the throughput
     busy: list[float] = field(default_factory=list)
     others_busy: list[float] = field(default_factory=list)
+    # reads Redis made per request in the c=20 window (≈ the proxy's writes to it: the round trips)
+    redis_reads: list[float] = field(default_factory=list)
     gc_ms: list[float] = field(default_factory=list)  # with --gc-stats: collector CPU per request
     # with --perf: hardware counters per request (thousands), user and kernel mode, from `perf stat`
     counters: dict[str, list[float]] = field(default_factory=dict)
@@ -174,6 +177,16 @@ def cpu_jiffies(cpus: set[int]) -> tuple[int, int]:
             total += sum(ticks)
             busy += sum(ticks) - ticks[3] - ticks[4]
     return busy, total
+
+
+def redis_reads() -> int:
+    """Reads the real Redis has made so far (INFO stats): only one proxy is loaded at a time, so a
+    window's difference is that proxy's writes to Redis."""
+    client = redis.Redis.from_url(REAL_REDIS_URL)
+    try:
+        return int(client.info("stats")["total_reads_processed"])
+    finally:
+        client.close()
 
 
 def load_client() -> httpx.AsyncClient:
@@ -256,11 +269,15 @@ async def one_run(
             if perf:
                 counting.enter_context(perf_counters(proxy.pid, perf, requests, runs.counters))
             others = set(os.sched_getaffinity(0))  # with --pin: every CPU but the proxies'
+            calibrating = redis_reads()
+            reads0 = redis_reads()
+            own_reads = reads0 - calibrating  # what one INFO call itself adds
             cpu0, wall0, jiffies0 = cpu_seconds(proxy.pid), time.perf_counter(), cpu_jiffies(others)
             await load(client, proxy.url, proxy.master_key, requests, 20, runs.errors, headers)
             wall = time.perf_counter() - wall0
             window_cpu, jiffies = cpu_seconds(proxy.pid) - cpu0, cpu_jiffies(others)
             await asyncio.sleep(0.5)  # let the success callbacks queued behind the responses run
+            runs.redis_reads.append((redis_reads() - reads0 - own_reads) / requests)
             cpu = cpu_seconds(proxy.pid) - cpu0
         if gc_dir:
             runs.gc_ms.append((gc_seconds(proxy, gc_dir) - gc0) / requests * 1000)
@@ -323,6 +340,7 @@ async def concurrent_window(proxies: list[tuple[ProxyProcess, Runs]], seconds: f
         runs.cpu_ms.append((t1 - t0) / done * 1000)
         runs.busy.append((t1 - t0) / (wall - wall0))
         runs.others_busy.append(float("nan"))
+        runs.redis_reads.append(float("nan"))  # every proxy at once: not told apart
 
 
 async def latency_run(proxy: ProxyProcess, runs: Runs, sequential: int) -> None:
@@ -498,6 +516,7 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
         ("latency p99, c=1 (ms)", "p99_ms", 2),
         ("proxy busy, c=20 (share)", "busy", 3),
         ("other CPUs busy, c=20", "others_busy", 3),
+        ("Redis reads per request", "redis_reads", 2),
         *([("GC CPU per request (ms)", "gc_ms", 3)] if args.gc_stats else []),
         *([(f"{event} per request (k)", event, 1) for event in perf_events(args)] if args.perf else []),
     ):
@@ -525,12 +544,14 @@ def report(args: argparse.Namespace, runs: dict[str, Runs], between: BetweenWind
         print(f"added latency p50 {added_p50:+.2f} ms (goal ≤ 1 ms), p99 {added_p99:+.2f} ms")
     if args.perf:
         counter_ratios(runs, a, b, perf_events(args))
-    for setting in args.plugin_env:
-        changed = [runs[with_setting(setting)]]
-        tp, cpu, p50, _ = compare(changed, b)
+    main_pair = ("with", "with-2", "without", "without-2", TOGGLED, TOGGLED_IDLE)
+    for name, other in runs.items():  # variants, the no-op callback, --plugin-env proxies
+        if name in main_pair or not b:
+            continue
+        tp, cpu, p50, _ = compare([other], b)
         print(
-            f"{with_setting(setting)} ÷ without: throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
-            f"{cpu_spread(changed, b)}, added p50 {p50:+.2f} ms"
+            f"{name} ÷ without: throughput ratio {tp:.3f}, CPU ratio {cpu:.3f} "
+            f"{cpu_spread([other], b)}, added p50 {p50:+.2f} ms"
         )
     if TOGGLED in runs:
         working, idle = [runs[TOGGLED]], [runs[TOGGLED_IDLE]]
