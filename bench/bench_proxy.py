@@ -17,6 +17,7 @@ Per round and proxy:
                                           [--plugin-env NAME=VALUE ...] [--toggled-only]
                                           [--no-twice] [--reverse-start] [--fresh]
                                           [--gc-stats] [--no-gc] [--perf [--perf-events EVENT,...]]
+                                          [--concurrent [--window-seconds 20]]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -48,6 +49,12 @@ barely move with the machine's noise (±0.1% between windows where CPU time move
 they tell a process doing more work per request from the same work running slower.
 `--perf-events dTLB-load-misses,iTLB-load-misses,...` counts more events the same way (to find
 what makes the same instructions take more cycles).
+`--concurrent` loads every proxy of a round at once (concurrency 20 each) on the same CPU and
+reads each one's CPU per request over one common window: whatever the machine does meanwhile
+falls on all of them alike (with --fresh and 4–5 proxies, per-round CPU ratios stayed within
+±1% where the interleaved windows moved by ±20%). The scheduler splits the CPU evenly, so the
+throughput ratio there mirrors the CPU ratio; c=1 latency is still measured one proxy at a time.
+Every window also reports the proxy's busy share and, interleaved, Redis reads per request.
 `--pin` (the default on a machine with two or more CPUs) runs the proxies on the last CPU and
 this script, its load, the fake upstream and the worker flusher on the others, so a proxy's CPU
 time and throughput are not disturbed by the processes that drive it; the threads of a local
