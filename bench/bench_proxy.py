@@ -17,7 +17,7 @@ Per round and proxy:
                                           [--plugin-env NAME=VALUE ...] [--toggled-only]
                                           [--no-twice] [--reverse-start] [--fresh]
                                           [--gc-stats] [--no-gc] [--perf [--perf-events EVENT,...]]
-                                          [--concurrent [--window-seconds 20]]
+                                          [--concurrent [--window-seconds 20]] [--without-plugin]
 
 `--flusher worker` runs the plugin's proxy with SOLARIS_PROXY_FLUSH_LEDGER=false and drains the
 ledger streams from this script between measurement windows, as Celery beat does on the worker's
@@ -665,6 +665,13 @@ def main() -> None:
         "cache-misses); more events than the CPU has counters are multiplexed, and scaled by perf",
     )
     parser.add_argument(
+        "--without-plugin",
+        action="store_true",
+        help="leave the full plugin's proxy out: `without` and the --variant proxies only (with "
+        "--concurrent, the number of processes sharing the CPU changes what a difference costs); "
+        "--plugin-env settings then apply to the variants' service",
+    )
+    parser.add_argument(
         "--concurrent",
         action="store_true",
         help="measure throughput and CPU with every proxy loaded at once on the same CPU, over one "
@@ -673,6 +680,8 @@ def main() -> None:
     )
     parser.add_argument("--window-seconds", type=float, default=20.0, help="with --concurrent: window length")
     args = parser.parse_args()
+    if args.without_plugin and (args.toggled_only or not args.variant):
+        parser.error("--without-plugin compares --variant proxies with `without` (not with --toggled-only)")
     if args.concurrent and (args.toggled_only or args.perf or args.gc_stats):
         parser.error("--concurrent does not combine with --toggled-only, --perf or --gc-stats")
     if args.rounds < 1:
@@ -717,6 +726,8 @@ def main() -> None:
         between: BetweenWindowsFlusher | None = None
         if args.flusher != "proxy":
             plugin_env = {**env, "SOLARIS_PROXY_FLUSH_LEDGER": "false"}
+        if args.without_plugin:  # --plugin-env then sets up the variants' service
+            plugin_env = {**plugin_env, **dict(setting.partition("=")[::2] for setting in args.plugin_env)}
         if args.flusher == "worker-live":
             stack.enter_context(live_worker_flusher(settings))
         elif args.flusher == "worker":
@@ -729,7 +740,9 @@ def main() -> None:
         if args.toggled_only:
             configs = []
             args.variant = [TOGGLED]
-        if args.twice and not args.fresh and not args.toggled_only:
+        elif args.without_plugin:  # `without` and the variants only: which part brings a difference
+            configs = configs[1:]
+        if args.twice and not args.fresh and not args.toggled_only and not args.without_plugin:
             # started A B B A: a start-order effect falls on both alike
             configs += [("without-2", configs[1][1], env), ("with-2", configs[0][1], plugin_env)]
         if args.noop:
@@ -742,7 +755,7 @@ def main() -> None:
             if variant == "preloaded":
                 variant_env |= {**site_path, "BENCH_PRELOAD": "1"}
             configs.append((variant, config, variant_env))
-        for setting in args.plugin_env:
+        for setting in [] if args.without_plugin else args.plugin_env:
             name, _, value = setting.partition("=")
             configs.append((with_setting(setting), configs[0][1], {**plugin_env, name: value}))
         runs = {name: Runs() for name, _, _ in configs}
