@@ -785,8 +785,7 @@ def main() -> None:
                     between.drain()
                 for proxy, r, _ in order:
                     asyncio.run(latency_run(proxy, r, args.sequential))
-                order = []
-            for proxy, r, name in order:
+            for proxy, r, name in [] if args.concurrent else order:  # interleaved: one proxy at a time
                 windows: list[tuple[Runs, dict[str, str] | None]] = [(r, None)]
                 if name == TOGGLED:  # the same process, its hooks idle: both windows, in alternating order
                     windows.append((runs[TOGGLED_IDLE], {IDLE_HEADER: "1"}))
