@@ -143,6 +143,14 @@ class Runs:
     counters: dict[str, list[float]] = field(default_factory=dict)
 
 
+async def chat(
+    client: httpx.AsyncClient, url: str, key: str, i: int, extra_headers: dict[str, str] | None = None
+) -> httpx.Response:
+    """The benchmark's request number `i` (users taken in turn)."""
+    headers = {"Authorization": f"Bearer {key}", "X-User-Email": USERS[i % len(USERS)], **(extra_headers or {})}
+    return await client.post(url + "/v1/chat/completions", json=BODY, headers=headers)
+
+
 async def load(
     client: httpx.AsyncClient,
     url: str,
@@ -160,9 +168,8 @@ async def load(
 
     async def worker() -> None:
         for i in counter:
-            headers = {"Authorization": f"Bearer {key}", "X-User-Email": USERS[i % len(USERS)], **(extra_headers or {})}
             started = time.perf_counter()
-            response = await client.post(url + "/v1/chat/completions", json=BODY, headers=headers)
+            response = await chat(client, url, key, i, extra_headers)
             if response.status_code == 200:
                 latencies.append(time.perf_counter() - started)
             elif errors is not None:
@@ -181,8 +188,9 @@ def cpu_jiffies(cpus: set[int]) -> tuple[int, int]:
         name, *values = line.split()
         if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
             ticks = [int(v) for v in values[:8]]
-            total += sum(ticks)
-            busy += sum(ticks) - ticks[3] - ticks[4]
+            all_ticks = sum(ticks)
+            total += all_ticks
+            busy += all_ticks - ticks[3] - ticks[4]
     return busy, total
 
 
@@ -293,6 +301,11 @@ async def one_run(
     runs.busy.append(window_cpu / wall)
     runs.others_busy.append((jiffies[0] - jiffies0[0]) / max(1, jiffies[1] - jiffies0[1]))
     runs.cpu_ms.append(cpu / requests * 1000)
+    record_latencies(runs, latencies)
+
+
+def record_latencies(runs: Runs, latencies: list[float]) -> None:
+    """p50 and p99 (ms) of a window's sorted c=1 latencies (seconds)."""
     runs.p50_ms.append(statistics.median(latencies) * 1000)
     runs.p99_ms.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
 
@@ -305,9 +318,7 @@ async def load_until(
 
     async def worker() -> None:
         while not stop.is_set():
-            i = next(sent)
-            headers = {"Authorization": f"Bearer {proxy.master_key}", "X-User-Email": USERS[i % len(USERS)]}
-            response = await client.post(proxy.url + "/v1/chat/completions", json=BODY, headers=headers)
+            response = await chat(client, proxy.url, proxy.master_key, next(sent))
             if response.status_code == 200:
                 answered[0] += 1
             else:
@@ -355,8 +366,7 @@ async def latency_run(proxy: ProxyProcess, runs: Runs, sequential: int) -> None:
     async with load_client() as client:
         await load(client, proxy.url, proxy.master_key, 5, 1)
         latencies = sorted(await load(client, proxy.url, proxy.master_key, sequential, 1, runs.errors))
-    runs.p50_ms.append(statistics.median(latencies) * 1000)
-    runs.p99_ms.append(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
+    record_latencies(runs, latencies)
 
 
 @contextmanager
