@@ -13,7 +13,7 @@ Per round and proxy:
 
     .venv/bin/python bench/bench_proxy.py [--rounds 7] [--requests 1000] [--sequential 100]
                                           [--flusher proxy|worker|worker-live] [--noop] [--no-pin]
-                                          [--variant imported|preloaded|started|ping|admit|admit-ping|full|toggled ...]
+                                          [--variant NAME ...] (see bench/variant_spec.py)
                                           [--plugin-env NAME=VALUE ...] [--toggled-only]
                                           [--no-twice] [--reverse-start] [--fresh]
                                           [--gc-stats] [--no-gc] [--perf [--perf-events EVENT,...]]
@@ -26,8 +26,9 @@ second during the windows instead: on this 2-core machine that work (and Postgre
 competes with the load generator and the proxies.
 `--noop` adds a third proxy whose callback does nothing, to show LiteLLM's own callback cost.
 `--variant NAME` (repeatable) adds a proxy running only part of the plugin
-(bench/variant_callbacks.py: imported, preloaded, started, ping, admit, admit-ping, full, toggled), to trace a
-difference to a part; `--variant plugin` / `plugin-module` add the full plugin again in another process (a control);
+(bench/variant_callbacks.py: imported, preloaded, started, ping, ping-nowait, admit, admit-ping, full,
+toggled), to trace a difference to a part; `--variant plugin` / `plugin-module` add the full plugin
+again in another process (a control);
 `--plugin-env NAME=VALUE` adds the full plugin with one setting changed. `--toggled-only` runs one
 proxy alone, the plugin's hooks working and idle in alternating windows (`x-bench-idle`): the
 plugin's per-request share with no difference between processes in it. Next to the median CPU

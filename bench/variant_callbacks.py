@@ -11,6 +11,8 @@ can be traced to a part:
   own start-up, the hooks do nothing;
 - `started`: the service is built, the hooks do nothing;
 - `ping`: one Redis round trip (PING over the channel) in the pre-call hook, none after;
+- `ping-nowait`: the same PING sent from the pre-call hook in a task of its own, not awaited: the
+  same I/O with no suspension of the request (tells the round trip's I/O from its await);
 - `admit`: the real pre-call hook (identity, estimate, reserve, ticket); nothing after the call;
 - `admit-ping`: the real pre-call hook; after the call, the ticket is opened and the usage read
   as the real success hook does, then one PING instead of the settle script;
@@ -26,6 +28,7 @@ BENCH_NO_ENCODINGS=1 the service starts without loading tiktoken's encodings (12
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -58,6 +61,21 @@ async def _ping(service: ProxyService) -> None:
     await channel.call("PING")
 
 
+def _consume(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+_unawaited: set[asyncio.Task[None]] = set()
+
+
+def _ping_unawaited(service: ProxyService) -> None:
+    task = asyncio.ensure_future(_ping(service))
+    _unawaited.add(task)  # a strong reference until it ends
+    task.add_done_callback(_unawaited.discard)
+    task.add_done_callback(_consume)
+
+
 class VariantHandler(NoopHandler):  # type: ignore[misc]
     def __init__(self) -> None:
         super().__init__()
@@ -78,6 +96,8 @@ class VariantHandler(NoopHandler):  # type: ignore[misc]
         service = await self.plugin.service()
         if VARIANT == "ping":
             await _ping(service)
+        elif VARIANT == "ping-nowait":
+            _ping_unawaited(service)
         elif VARIANT in ("admit", "admit-ping", "full"):
             key = caller_key(user_api_key_dict)
             await service.gate.admit(data, headers=request_headers(data), key=key, call_type=call_type)

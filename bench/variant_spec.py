@@ -7,7 +7,7 @@ is loaded.
 import importlib
 
 # bench/variant_callbacks.py: what each variant runs is described there.
-VARIANTS = ("imported", "preloaded", "started", "ping", "admit", "admit-ping", "full", "toggled")
+VARIANTS = ("imported", "preloaded", "started", "ping", "ping-nowait", "admit", "admit-ping", "full", "toggled")
 
 # The plugin's modules as `imported` and `preloaded` load them: all but `solaris_tokens.proxy`,
 # whose handler instance would start the service.
