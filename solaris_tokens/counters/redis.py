@@ -20,7 +20,7 @@ from solaris_tokens.counters.base import (
 )
 from solaris_tokens.counters.channel import RedisChannel
 from solaris_tokens.counters.deadline import store_deadline
-from solaris_tokens.domain import AlertKind, CreditKind, ReleaseOutcome
+from solaris_tokens.domain import AlertKind, CreditKind, ReleaseOutcome, by_value
 from solaris_tokens.errors import InvalidInput, StoreUnavailable
 from solaris_tokens.keys import KeyBuilder
 
@@ -29,6 +29,8 @@ T = TypeVar("T")
 LEDGER_GROUP = "ledger"
 _PERIOD_TTL_S = 100 * 24 * 3600  # a period hash outlives its month, then goes by itself
 _ALERT_KINDS = tuple(AlertKind)
+_ALERT_BY_VALUE = by_value(AlertKind)
+_RELEASE_BY_VALUE = by_value(ReleaseOutcome)
 _SCRIPT_LOAD_TIMEOUT_S = 5.0  # like the other calls off the request path
 
 
@@ -179,14 +181,14 @@ class RedisCounterStore:
         outcome = _text(reply[0])
         if outcome in ("no_profile", "duplicate"):
             return RawSettle(outcome)
-        alerts = tuple(AlertKind(_text(a)) for a in reply[6:])
+        alerts = tuple(_ALERT_BY_VALUE[_text(a)] for a in reply[6:]) if len(reply) > 6 else ()
         return RawSettle(outcome, int(reply[1]), int(reply[2]), int(reply[3]), int(reply[4]), int(reply[5]), alerts)
 
     async def release(self, email: str, reservation_id: str) -> tuple[ReleaseOutcome, int]:
         k = self.keys.user(email)
         keys = [k.profile, k.reservations, k.reservation_expiry]
         reply = await self._hot(self._release, keys, [reservation_id])
-        return ReleaseOutcome(_text(reply[0])), int(reply[1])
+        return _RELEASE_BY_VALUE[_text(reply[0])], int(reply[1])
 
     # --- administration -----------------------------------------------------------------------
 

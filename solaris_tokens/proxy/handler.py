@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 import litellm
@@ -134,7 +133,7 @@ def call_details(kwargs: Mapping[str, Any]) -> CallDetails:
     return CallDetails(
         model=str(model)[:200],
         call_id=str(kwargs.get("litellm_call_id") or slo.get("id") or "")[:200],
-        started_at=datetime.fromtimestamp(started, UTC) if started else None,
+        started_ms=int(started * 1000) if started else None,
         latency_ms=latency,
     )
 
