@@ -7,9 +7,17 @@ a new question each time), against the real Redis, with no HTTP and no upstream.
 it, in the same run and the same way: two plain Redis round trips (PING) — the floor for any
 plugin that reserves before and debits after over the network — through redis-py's pool and
 through the store's pipelined channel. It runs twice: with the request path on the pipelined
-channel (the default) and on redis-py's pool (`SOLARIS_REDIS_PIPELINE=false`).
+channel (the default) and on redis-py's pool (`SOLARIS_REDIS_PIPELINE=false`). On the channel it
+then runs the hooks once more with every script answered by the reply Redis last gave it, no I/O
+("replayed"): the hooks' own Python alone, a figure that moves by ≈ 1 µs between runs where the
+real one moves by tens, for measuring changes to that Python.
 
     .venv/bin/python bench/bench_hooks.py [--requests 5000] [--users 100] [--loop uvloop|asyncio]
+
+With `--cold-requests N` (300 by default) it also measures the hooks, their replayed Python and two
+PINGs with the CPU caches evicted before every call (`CacheEvictor`): inside the proxy ≈ 25 ms of
+LiteLLM's work runs between two hook calls, so the hooks always start cold there, and a cold call
+costs several times a warm one.
 
 Goal (issue 3): ≤ 250 µs CPU per request, under 3% of the ≈ 9 ms the proxy itself spends.
 """
@@ -19,11 +27,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +47,7 @@ from solaris_tokens.counters.channel import RedisChannel  # noqa: E402
 from solaris_tokens.counters.connect import async_client  # noqa: E402
 from solaris_tokens.proxy.handler import SolarisHandler  # noqa: E402
 from solaris_tokens.proxy.service import ProxyService  # noqa: E402
-from solaris_tokens.runtime import build_runtime  # noqa: E402
+from solaris_tokens.runtime import Runtime, build_runtime  # noqa: E402
 from tests.proxy.payloads import chat_request, master_key, success_kwargs  # noqa: E402
 from tests.support import REAL_REDIS_URL, real_redis_settings  # noqa: E402
 
@@ -63,6 +73,103 @@ HISTORY = [
 ]
 
 
+class ReplayChannel:
+    """Answers each script with the reply the real channel gave its first call: no I/O at all."""
+
+    def __init__(self, real: RedisChannel) -> None:
+        self.real = real
+        self.replies: dict[str, Any] = {}
+
+    async def evalsha(self, sha: Any, source: Any, keys: list[str], args: list[Any]) -> Any:
+        if sha not in self.replies:
+            self.replies[sha] = await self.real.evalsha(sha, source, keys, args)
+        return self.replies[sha]
+
+
+class CacheEvictor:
+    """Walks, in Python, a shuffled list of integers spread over `size` × 36 bytes: between two hook
+    calls it leaves the CPU caches and TLBs about as cold as LiteLLM's own work (≈ 25 ms per request)
+    leaves them in a proxy, which is where the hooks really run. It allocates nothing while it walks,
+    so no memory goes back to the system (and no page fault follows) because of it."""
+
+    def __init__(self, size: int) -> None:
+        items = list(range(size))
+        random.Random(1).shuffle(items)
+        # Tuples of integers, which the garbage collector stops tracking: the evictor adds no work
+        # to collections that happen in the measured hooks. Every 7th item: the walk touches
+        # objects all over the list's memory.
+        self.items = tuple(items)
+        self.walk = self.items[::7]
+        self.last = 0
+
+    def __call__(self) -> None:
+        total = 0
+        for item in self.walk:
+            total ^= item
+        self.last = total
+
+
+async def hook_cpu(
+    handler: SolarisHandler,
+    emails: list[str],
+    requests: int,
+    first_turn: int,
+    *,
+    between: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """CPU seconds of the pre-call and the success hooks over `requests` requests; building the
+    payloads and `between` (run before each hook call) are not counted."""
+    key = master_key()
+    pre = post = 0.0
+    for i in range(requests):
+        data = librechat_request(emails[i % len(emails)], first_turn + i)
+        if between is not None:
+            between()
+        c0 = time.process_time()
+        await handler.async_pre_call_hook(key, None, data, "acompletion")
+        pre += time.process_time() - c0
+        kwargs = success_kwargs(data, 420, 180)
+        if between is not None:
+            between()
+        c0 = time.process_time()
+        await handler.async_log_success_event(kwargs, None, None, None)
+        post += time.process_time() - c0
+    return pre, post
+
+
+async def pings_cpu(channel: RedisChannel, requests: int, *, between: Callable[[], None]) -> float:
+    """CPU seconds of two channel PINGs per request, `between` run before each (not counted)."""
+    cpu = 0.0
+    for _ in range(2 * requests):
+        between()
+        c0 = time.process_time()
+        await channel.call("PING")
+        cpu += time.process_time() - c0
+    return cpu
+
+
+async def python_and_cold(
+    runtime: Runtime, handler: SolarisHandler, emails: list[str], requests: int, cold: int, evict_items: int
+) -> dict[str, float]:
+    """The hooks' own Python (replayed replies, no I/O), then the hooks, their Python and two PINGs
+    with the caches evicted before every call (`cold` requests of each)."""
+    channel = runtime.store.channel
+    assert channel is not None
+    turn = 10 * requests
+    figures: dict[str, float] = {}
+    runtime.store.channel = ReplayChannel(channel)  # type: ignore[assignment]
+    try:
+        await hook_cpu(handler, emails, 1, turn)  # the first call of each script goes to Redis
+        figures["replayed_us"] = sum(await hook_cpu(handler, emails, requests, turn + 1)) / requests * 1e6
+        evict = CacheEvictor(evict_items)
+        figures["cold_replayed_us"] = sum(await hook_cpu(handler, emails, cold, turn, between=evict)) / cold * 1e6
+    finally:
+        runtime.store.channel = channel
+    figures["cold_hooks_us"] = sum(await hook_cpu(handler, emails, cold, turn, between=evict)) / cold * 1e6
+    figures["cold_pings_us"] = await pings_cpu(channel, cold, between=evict) / cold * 1e6
+    return figures
+
+
 def librechat_request(email: str, turn: int) -> dict[str, Any]:
     """What LibreChat sends on a later turn of a conversation, as LiteLLM's pre-call hook sees it."""
     data = chat_request(email, content=f"Mostre um exemplo com polars, versão {turn}.")
@@ -76,7 +183,9 @@ def librechat_request(email: str, turn: int) -> dict[str, Any]:
     return data
 
 
-async def run(requests: int, users: int, *, pipeline: bool) -> dict[str, float]:
+async def run(
+    requests: int, users: int, *, pipeline: bool, cold: int = 300, evict_items: int = 2_000_000
+) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-hooks-"))
     settings = real_redis_settings(tmp, "bench", redis_warm_connections=4, redis_pipeline=pipeline)
     runtime = build_runtime(settings, redis=async_client(REAL_REDIS_URL, settings))
@@ -115,8 +224,12 @@ async def run(requests: int, users: int, *, pipeline: bool) -> dict[str, float]:
             channel_ping_cpu += c5 - c4
             pre_wall.append(w1 - w0)
 
+        extra: dict[str, float] = {}
+        if runtime.store.channel is not None:
+            extra = await python_and_cold(runtime, handler, emails, requests, cold, evict_items)
         await runtime.flusher.drain()  # written to SQL by the background flusher in the proxy; not counted
         return {
+            **extra,
             "pre_call_us": pre_cpu / requests * 1e6,
             "success_us": post_cpu / requests * 1e6,
             "hooks_us": (pre_cpu + post_cpu) / requests * 1e6,
@@ -136,19 +249,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=5000)
     parser.add_argument("--users", type=int, default=100)
+    parser.add_argument("--cold-requests", type=int, default=300, help="requests of each cold measure")
+    parser.add_argument("--evict-items", type=int, default=2_000_000, help="size of the cache evictor's list")
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the proxy runs on uvloop")
     args = parser.parse_args()
     proxy_cpu_us = 9000
     print(f"requests: {args.requests} over {args.users} users (real Redis {REAL_REDIS_URL}), {args.loop} loop")
     runner = uvloop.run if args.loop == "uvloop" else asyncio.run
     for label, pipeline in (("request path on the pipelined channel (default)", True), ("redis-py pool only", False)):
-        figures = runner(run(args.requests, args.users, pipeline=pipeline))
+        figures = runner(
+            run(args.requests, args.users, pipeline=pipeline, cold=args.cold_requests, evict_items=args.evict_items)
+        )
         print(f"-- {label}")
         print(f"pre-call hook          {figures['pre_call_us']:8.1f} µs CPU/request")
         print(f"success hook           {figures['success_us']:8.1f} µs CPU/request")
         print(f"hooks, total           {figures['hooks_us']:8.1f} µs CPU/request  (goal ≤ 250)")
         print(f"2 PINGs, redis-py pool {figures['two_round_trips_us']:8.1f} µs CPU (same run)")
         print(f"2 PINGs, channel       {figures['two_channel_round_trips_us']:8.1f} µs CPU (same run)")
+        if "replayed_us" in figures:
+            print(f"hooks, replayed        {figures['replayed_us']:8.1f} µs CPU/request  (the hooks' Python, no I/O)")
+            print(f"-- caches evicted before every call ({args.cold_requests} requests), as in a busy proxy")
+            print(f"hooks, cold            {figures['cold_hooks_us']:8.1f} µs CPU/request")
+            print(f"hooks, cold, replayed  {figures['cold_replayed_us']:8.1f} µs CPU/request  (their Python, no I/O)")
+            print(f"2 PINGs, channel, cold {figures['cold_pings_us']:8.1f} µs CPU")
         print(f"hooks ÷ 2 pool PINGs   {figures['hooks_us'] / figures['two_round_trips_us']:8.2f} ×")
         print(f"share of ≈9 ms proxy CPU {figures['hooks_us'] / proxy_cpu_us:6.1%}  (goal < 3%)")
         print(f"pre-call wall p50      {figures['pre_call_wall_p50_us']:8.1f} µs")
