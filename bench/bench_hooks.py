@@ -8,14 +8,14 @@ it, in the same run and the same way: two plain Redis round trips (PING) — the
 plugin that reserves before and debits after over the network — through redis-py's pool and
 through the store's pipelined channel. It runs twice: with the request path on the pipelined
 channel (the default) and on redis-py's pool (`SOLARIS_REDIS_PIPELINE=false`). On the channel it
-then runs the hooks once more with every script answered by the reply Redis last gave it, no I/O
-("replayed"): the hooks' own Python alone, a figure that moves by ≈ 1 µs between runs where the
-real one moves by tens, for measuring changes to that Python.
+then runs the hooks once more with every script answered by the reply Redis gave its first call,
+no I/O ("replayed"): the hooks' own Python alone, a figure that moves by a few µs between runs
+where the real one moves by tens, for measuring changes to that Python.
 
     .venv/bin/python bench/bench_hooks.py [--requests 5000] [--users 100] [--loop uvloop|asyncio]
 
 With `--cold-requests N` (300 by default) it also measures the hooks, their replayed Python and two
-PINGs with the CPU caches evicted before every call (`CacheEvictor`): inside the proxy ≈ 25 ms of
+PINGs with the CPU caches evicted before every call (`CacheEvictor`): inside the proxy ≈ 20 ms of
 LiteLLM's work runs between two hook calls, so the hooks always start cold there, and a cold call
 costs several times a warm one.
 
@@ -88,7 +88,7 @@ class ReplayChannel:
 
 class CacheEvictor:
     """Walks, in Python, a shuffled list of integers spread over `size` × 36 bytes: between two hook
-    calls it leaves the CPU caches and TLBs about as cold as LiteLLM's own work (≈ 25 ms per request)
+    calls it leaves the CPU caches and TLBs about as cold as LiteLLM's own work (≈ 20 ms per request)
     leaves them in a proxy, which is where the hooks really run. It allocates nothing while it walks,
     so no memory goes back to the system (and no page fault follows) because of it."""
 
@@ -113,21 +113,26 @@ async def hook_cpu(
     handler: SolarisHandler,
     emails: list[str],
     requests: int,
-    first_turn: int,
+    first: int,
     *,
     between: Callable[[], None] | None = None,
+    pre_walls: list[float] | None = None,
 ) -> tuple[float, float]:
-    """CPU seconds of the pre-call and the success hooks over `requests` requests; building the
-    payloads and `between` (run before each hook call) are not counted."""
+    """CPU seconds of the pre-call and the success hooks over requests `first`, `first` + 1, ...
+    (each a new turn, so its new message is tokenized, never found memoized); building the
+    payloads and `between` (run before each hook call) are not counted. The pre-call hook's wall
+    times are appended to `pre_walls` when given."""
     key = master_key()
     pre = post = 0.0
-    for i in range(requests):
-        data = librechat_request(emails[i % len(emails)], first_turn + i)
+    for turn in range(first, first + requests):
+        data = librechat_request(emails[turn % len(emails)], turn)
         if between is not None:
             between()
-        c0 = time.process_time()
+        c0, w0 = time.process_time(), time.perf_counter()
         await handler.async_pre_call_hook(key, None, data, "acompletion")
         pre += time.process_time() - c0
+        if pre_walls is not None:
+            pre_walls.append(time.perf_counter() - w0)
         kwargs = success_kwargs(data, 420, 180)
         if between is not None:
             between()
@@ -149,23 +154,26 @@ async def pings_cpu(channel: RedisChannel, requests: int, *, between: Callable[[
 
 
 async def python_and_cold(
-    runtime: Runtime, handler: SolarisHandler, emails: list[str], requests: int, cold: int, evict_items: int
+    runtime: Runtime, handler: SolarisHandler, emails: list[str], first: int, requests: int, cold: int, evict_items: int
 ) -> dict[str, float]:
     """The hooks' own Python (replayed replies, no I/O), then the hooks, their Python and two PINGs
-    with the caches evicted before every call (`cold` requests of each)."""
+    with the caches evicted before every call (`cold` requests of each). Requests are numbered
+    from `first` on, every pass with turns of its own."""
     channel = runtime.store.channel
     assert channel is not None
-    turn = 10 * requests
+    evict = CacheEvictor(evict_items)
     figures: dict[str, float] = {}
     runtime.store.channel = ReplayChannel(channel)  # type: ignore[assignment]
     try:
-        await hook_cpu(handler, emails, 1, turn)  # the first call of each script goes to Redis
-        figures["replayed_us"] = sum(await hook_cpu(handler, emails, requests, turn + 1)) / requests * 1e6
-        evict = CacheEvictor(evict_items)
-        figures["cold_replayed_us"] = sum(await hook_cpu(handler, emails, cold, turn, between=evict)) / cold * 1e6
+        await hook_cpu(handler, emails, 1, first)  # the first call of each script goes to Redis
+        first += 1
+        figures["replayed_us"] = sum(await hook_cpu(handler, emails, requests, first)) / requests * 1e6
+        first += requests
+        figures["cold_replayed_us"] = sum(await hook_cpu(handler, emails, cold, first, between=evict)) / cold * 1e6
+        first += cold
     finally:
         runtime.store.channel = channel
-    figures["cold_hooks_us"] = sum(await hook_cpu(handler, emails, cold, turn, between=evict)) / cold * 1e6
+    figures["cold_hooks_us"] = sum(await hook_cpu(handler, emails, cold, first, between=evict)) / cold * 1e6
     figures["cold_pings_us"] = await pings_cpu(channel, cold, between=evict) / cold * 1e6
     return figures
 
@@ -204,13 +212,7 @@ async def run(
         pre_cpu = post_cpu = ping_cpu = channel_ping_cpu = 0.0
         pre_wall: list[float] = []
         for i in range(requests):
-            data = librechat_request(emails[i % users], users + i)
-            c0, w0 = time.process_time(), time.perf_counter()
-            await handler.async_pre_call_hook(key, None, data, "acompletion")
-            c1, w1 = time.process_time(), time.perf_counter()
-            kwargs = success_kwargs(data, 420, 180)
-            c2 = time.process_time()
-            await handler.async_log_success_event(kwargs, None, None, None)
+            pre, post = await hook_cpu(handler, emails, 1, users + i, pre_walls=pre_wall)
             c3 = time.process_time()
             await runtime.redis.ping()
             await runtime.redis.ping()
@@ -218,15 +220,14 @@ async def run(
             await channel.call("PING")
             await channel.call("PING")
             c5 = time.process_time()
-            pre_cpu += c1 - c0
-            post_cpu += c3 - c2
+            pre_cpu += pre
+            post_cpu += post
             ping_cpu += c4 - c3
             channel_ping_cpu += c5 - c4
-            pre_wall.append(w1 - w0)
 
         extra: dict[str, float] = {}
         if runtime.store.channel is not None:
-            extra = await python_and_cold(runtime, handler, emails, requests, cold, evict_items)
+            extra = await python_and_cold(runtime, handler, emails, users + requests, requests, cold, evict_items)
         await runtime.flusher.drain()  # written to SQL by the background flusher in the proxy; not counted
         return {
             **extra,

@@ -69,7 +69,7 @@ class LedgerEvent:
 
 class RawReserve(NamedTuple):
     """The reserve script's reply. A named tuple, not a frozen dataclass: built on every request,
-    and a frozen dataclass's __init__ costs five times as much."""
+    and a frozen dataclass's __init__ costs three times as much (0.86 µs against 0.28 for 7 fields)."""
 
     verdict: str
     used: int = 0
