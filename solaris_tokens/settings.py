@@ -49,6 +49,16 @@ class Settings(BaseSettings):
     reservation_ttl_seconds: int = Field(
         default=900, ge=1, description="A reservation not settled by then (crashed proxy) stops counting."
     )
+    settle_batch_seconds: float = Field(
+        default=0.2,
+        ge=0,
+        le=5,
+        description=(
+            "Settles of finished calls wait this long to run together (one warm-up, one write to Redis);"
+            " 0 = settle inside the success hook."
+        ),
+    )
+    settle_batch_max: int = Field(default=64, ge=1, description="A batch of settles this large runs at once.")
     settled_id_retention_seconds: int = Field(
         default=2 * 24 * 3600, ge=60, description="How long Redis remembers settled ids (the ledger guards after that)."
     )

@@ -18,6 +18,7 @@ from solaris_tokens.estimate import Estimator
 from solaris_tokens.identity import CallerKey, IdentityResolver, UnidentifiedCaller
 from solaris_tokens.proxy import bodies
 from solaris_tokens.proxy.rejections import RejectedRequest, RejectionReason, RejectionRecorder
+from solaris_tokens.proxy.settle_queue import SettleQueue
 from solaris_tokens.proxy.ticket import Ticket, TicketSigner, attach_ticket, clear_tickets
 from solaris_tokens.quota import new_reservation_id
 from solaris_tokens.runtime import Runtime
@@ -27,6 +28,8 @@ log = logging.getLogger("solaris_tokens.proxy")
 # A settle that met a Redis outage is tried again later (it is idempotent by reservation id).
 SETTLE_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0)
 _MAX_PENDING_SETTLES = 10_000
+
+_Finished = tuple[Ticket, tuple[int, int] | None, CallDetails]  # what a success event leaves to settle
 
 
 class QuotaGate:
@@ -47,6 +50,12 @@ class QuotaGate:
         self.recorder = recorder or RejectionRecorder(runtime.ledger)
         self.retry_delays = retry_delays
         self._retries: set[asyncio.Task[None]] = set()
+        window = runtime.settings.settle_batch_seconds
+        self.settles: SettleQueue[_Finished] | None = (
+            SettleQueue(self._settle_finished, window=window, limit=runtime.settings.settle_batch_max)
+            if window > 0
+            else None
+        )
 
     # --- before the call ----------------------------------------------------------------------
 
@@ -95,6 +104,21 @@ class QuotaGate:
 
     def open(self, raw: object) -> Ticket | None:
         return self.signer.open(raw)
+
+    async def finish(self, ticket: Ticket, tokens: tuple[int, int] | None, call: CallDetails) -> None:
+        """Settle a finished call: in the next batch (`settle_batch_seconds`), or now when that is 0."""
+        if self.settles is None:
+            await self.settle(ticket, tokens, call)
+        else:
+            self.settles.put((ticket, tokens, call))
+
+    async def drain(self) -> None:
+        """Run the settles waiting for their batch now, and wait for them."""
+        if self.settles is not None:
+            await self.settles.drain()
+
+    async def _settle_finished(self, finished: _Finished) -> None:
+        await self.settle(*finished)
 
     async def settle(self, ticket: Ticket, tokens: tuple[int, int] | None, call: CallDetails) -> Settlement | None:
         """Debit the real usage (prompt, completion tokens) in place of the reservation.
@@ -160,6 +184,8 @@ class QuotaGate:
             return None
 
     async def aclose(self) -> None:
+        if self.settles is not None:
+            await self.settles.aclose()
         for task in list(self._retries):
             task.cancel()
         await asyncio.gather(*self._retries, return_exceptions=True)

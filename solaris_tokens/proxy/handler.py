@@ -2,7 +2,8 @@
 
 A thin adapter. It reads what LiteLLM hands each hook, and calls the gate:
 - `async_pre_call_hook`: identity → estimate → reserve (401 / 403 / 429 / 503 leave from here);
-- `async_log_success_event`: settle the real usage (streams too, and streams the client dropped);
+- `async_log_success_event`: settle the real usage (streams too, and streams the client dropped),
+  in the next batch of settles (`settle_queue.py`);
 - `async_log_failure_event` / `async_post_call_failure_hook`: release the reservation.
 
 LiteLLM calls `async_pre_call_hook` only when the registered class defines it itself (it looks in
@@ -172,6 +173,11 @@ class SolarisHandler(CustomLogger):  # type: ignore[misc]
             return self._service
         return await asyncio.shield(self._start_in_background())
 
+    async def drain(self) -> None:
+        """Run the settles waiting for their batch now (tests, tools), and wait for them."""
+        if self._service is not None:
+            await self._service.gate.drain()
+
     async def aclose(self) -> None:
         if self._service is not None:
             await self._service.aclose()
@@ -201,7 +207,7 @@ class SolarisHandler(CustomLogger):  # type: ignore[misc]
             return
         ticket = service.gate.open(find_ticket([kwargs.get("litellm_params"), kwargs]))
         if ticket is not None:
-            await service.gate.settle(ticket, usage_of(kwargs, response_obj), call_details(kwargs))
+            await service.gate.finish(ticket, usage_of(kwargs, response_obj), call_details(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """A failed call: release its reservation (a no-op if it had none, or was released already)."""

@@ -109,6 +109,7 @@ class ProxyService:
 
     async def aclose(self, *, close_runtime: bool = True) -> None:
         """Stop the background tasks (writing what is buffered first) and release connections."""
+        await self.gate.drain()  # before the flusher stops: it writes these settles to the ledger
         self.stop.set()
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -44,6 +44,7 @@ async def rejected(handler: SolarisHandler, data: dict[str, Any], key: Any = Non
 async def succeed(handler: SolarisHandler, data: dict[str, Any], prompt: int, completion: int, **kw: Any) -> None:
     kwargs = success_kwargs(data, prompt, completion, **kw)
     await handler.async_log_success_event(kwargs, payloads.model_response(prompt, completion), None, None)
+    await handler.drain()  # the settle waits for its batch
 
 
 # --- the flows --------------------------------------------------------------------------------
@@ -253,7 +254,24 @@ async def test_repeated_success_callback_debits_once(handler: SolarisHandler, ru
     kwargs = success_kwargs(data, 10, 20)
     for _ in range(3):
         await handler.async_log_success_event(copy.deepcopy(kwargs), None, None, None)
+        await handler.drain()
     assert (await runtime.quota.counters(MARIA)).used == 30
+
+
+async def test_settles_wait_for_their_batch_and_a_repeat_inside_one_counts_once(
+    handler: SolarisHandler, runtime: Runtime
+) -> None:
+    first, second = chat_request(MARIA), chat_request(MARIA)
+    await pre_call(handler, first)
+    await pre_call(handler, second)
+    held = (await runtime.quota.counters(MARIA)).reserved
+    for kwargs in (success_kwargs(first, 10, 20), success_kwargs(second, 1, 2), success_kwargs(first, 10, 20)):
+        await handler.async_log_success_event(kwargs, None, None, None)
+    before = await runtime.quota.counters(MARIA)
+    assert (before.used, before.reserved) == (0, held)  # queued: the reservations still hold the estimates
+    await handler.drain()
+    after = await runtime.quota.counters(MARIA)
+    assert (after.used, after.reserved, after.requests) == (33, 0, 2)
 
 
 async def test_usage_from_the_response_when_no_logging_payload(handler: SolarisHandler, runtime: Runtime) -> None:
@@ -262,6 +280,7 @@ async def test_usage_from_the_response_when_no_logging_payload(handler: SolarisH
     kwargs = success_kwargs(data, 0, 0)
     del kwargs["standard_logging_object"]
     await handler.async_log_success_event(kwargs, payloads.model_response(7, 8), None, None)
+    await handler.drain()
     assert (await runtime.quota.counters(MARIA)).used == 15
 
 
@@ -271,6 +290,7 @@ async def test_success_without_any_usage_debits_the_estimate(handler: SolarisHan
     kwargs = success_kwargs(data, 0, 0)
     del kwargs["standard_logging_object"]
     await handler.async_log_success_event(kwargs, None, None, None)
+    await handler.drain()
     assert (await runtime.quota.counters(MARIA)).used == data["metadata"][METADATA_KEY]["estimate"]
 
 
@@ -284,6 +304,7 @@ async def test_malformed_usage_debits_the_estimate_not_zero(
     kwargs["standard_logging_object"]["prompt_tokens"] = prompt
     kwargs["standard_logging_object"]["completion_tokens"] = completion
     await handler.async_log_success_event(kwargs, None, None, None)
+    await handler.drain()
     counters = await runtime.quota.counters(MARIA)
     assert counters.used == data["metadata"][METADATA_KEY]["estimate"]
     assert counters.reserved == 0
@@ -317,6 +338,7 @@ async def test_responses_route_keeps_the_ticket_in_litellm_metadata(handler: Sol
     kwargs = success_kwargs({**data, "metadata": data["litellm_metadata"]}, 5, 5)
     kwargs["litellm_params"]["litellm_metadata"] = kwargs["litellm_params"].pop("metadata")
     await handler.async_log_success_event(kwargs, None, None, None)
+    await handler.drain()
     assert (await runtime.quota.counters(MARIA)).used == 10
 
 
@@ -391,7 +413,7 @@ async def test_fail_open_admits_without_reservation_and_debits_when_back(
     service = handler._service
     assert service is not None
     service.runtime.settings.fail_open = True
-    service.gate.retry_delays = (0.0,)
+    service.gate.retry_delays = (0.05,)  # after succeed()'s drain, which meets Redis still down
     server.connected = False
     data = chat_request(MARIA)
     await pre_call(handler, data)
