@@ -73,8 +73,7 @@ class SettleQueue(Generic[Item]):
             await self.drain()
             raise
         self._waiter = None
-        if self._items:
-            self._start(self._take())
+        self._start(self._take())
 
     def _start(self, batch: list[Item]) -> None:
         if batch:
