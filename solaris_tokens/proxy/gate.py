@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, MutableMapping
-from typing import Any, Protocol
+from typing import Any
 
 from solaris_tokens.domain import CallDetails, ReleaseOutcome, Settlement, Usage, Verdict
 from solaris_tokens.errors import InvalidInput
@@ -29,20 +29,7 @@ log = logging.getLogger("solaris_tokens.proxy")
 SETTLE_RETRY_DELAYS = (1.0, 5.0, 30.0, 120.0)
 _MAX_PENDING_SETTLES = 10_000
 
-
-class FinishedCall(Protocol):
-    """A finished call as its success event left it, read only when its settle runs (in the batch:
-    reading LiteLLM's payload is most of the success hook's cost, and cold in the hook)."""
-
-    def ticket(self) -> object:
-        """The raw sealed ticket, or None."""
-        ...
-
-    def tokens(self) -> tuple[int, int] | None:
-        """(prompt, completion) tokens as reported, or None when unusable."""
-        ...
-
-    def details(self) -> CallDetails: ...
+_Finished = tuple[Ticket, tuple[int, int] | None, CallDetails]  # what a success event leaves to settle
 
 
 class QuotaGate:
@@ -64,7 +51,7 @@ class QuotaGate:
         self.retry_delays = retry_delays
         self._retries: set[asyncio.Task[None]] = set()
         window = runtime.settings.settle_batch_seconds
-        self.settles: SettleQueue[FinishedCall] | None = (
+        self.settles: SettleQueue[_Finished] | None = (
             SettleQueue(self._settle_finished, window=window, limit=runtime.settings.settle_batch_max)
             if window > 0
             else None
@@ -118,23 +105,20 @@ class QuotaGate:
     def open(self, raw: object) -> Ticket | None:
         return self.signer.open(raw)
 
-    async def finish(self, call: FinishedCall) -> None:
+    async def finish(self, ticket: Ticket, tokens: tuple[int, int] | None, call: CallDetails) -> None:
         """Settle a finished call: in the next batch (`settle_batch_seconds`), or now when that is 0."""
         if self.settles is None:
-            await self._settle_finished(call)
+            await self.settle(ticket, tokens, call)
         else:
-            self.settles.put(call)
+            self.settles.put((ticket, tokens, call))
 
     async def drain(self) -> None:
         """Run the settles waiting for their batch now, and wait for them."""
         if self.settles is not None:
             await self.settles.drain()
 
-    async def _settle_finished(self, call: FinishedCall) -> Settlement | None:
-        ticket = self.open(call.ticket())
-        if ticket is None:  # not a call this process admitted (or a forged ticket): nobody to debit
-            return None
-        return await self.settle(ticket, call.tokens(), call.details())
+    async def _settle_finished(self, finished: _Finished) -> None:
+        await self.settle(*finished)
 
     async def settle(self, ticket: Ticket, tokens: tuple[int, int] | None, call: CallDetails) -> Settlement | None:
         """Debit the real usage (prompt, completion tokens) in place of the reservation.

@@ -139,38 +139,6 @@ def call_details(kwargs: Mapping[str, Any]) -> CallDetails:
     )
 
 
-# What a success event's settle reads from LiteLLM's kwargs (taken when the event fires).
-_SUCCESS_FIELDS = (
-    "litellm_params",
-    "metadata",
-    "litellm_metadata",
-    "standard_logging_object",
-    "litellm_call_id",
-    "model",
-)
-
-
-class SuccessEvent:
-    """A success event's payload, parsed only when its settle runs (gate.FinishedCall): the hook
-    itself just keeps the few top-level fields the settle reads, so whatever LiteLLM later puts
-    in its kwargs cannot change what is debited."""
-
-    __slots__ = ("_fields", "_response")
-
-    def __init__(self, kwargs: Mapping[str, Any], response: object) -> None:
-        self._fields = {name: kwargs.get(name) for name in _SUCCESS_FIELDS}
-        self._response = response
-
-    def ticket(self) -> object:
-        return find_ticket([self._fields["litellm_params"], self._fields])
-
-    def tokens(self) -> tuple[int, int] | None:
-        return usage_of(self._fields, self._response)
-
-    def details(self) -> CallDetails:
-        return call_details(self._fields)
-
-
 class SolarisHandler(CustomLogger):  # type: ignore[misc]
     def __init__(self, service: ProxyService | None = None, settings: Settings | None = None) -> None:
         super().__init__()
@@ -235,8 +203,11 @@ class SolarisHandler(CustomLogger):  # type: ignore[misc]
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """Settle the real usage in place of the reservation (once per reservation, whatever LiteLLM repeats)."""
         service = self._service
-        if service is not None and isinstance(kwargs, Mapping):
-            await service.gate.finish(SuccessEvent(kwargs, response_obj))
+        if service is None or not isinstance(kwargs, Mapping):
+            return
+        ticket = service.gate.open(find_ticket([kwargs.get("litellm_params"), kwargs]))
+        if ticket is not None:
+            await service.gate.finish(ticket, usage_of(kwargs, response_obj), call_details(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """A failed call: release its reservation (a no-op if it had none, or was released already)."""
