@@ -148,12 +148,17 @@ async def hook_cpu(
         await handler.async_log_success_event(kwargs, None, None, None)
         post += time.process_time() - c0
         if batch and ((turn - first + 1) % batch == 0 or turn == first + requests - 1):
-            if between is not None:
-                between()
-            c0 = time.process_time()
-            await handler.drain()
-            post += time.process_time() - c0
+            post += await drain_cpu(handler, between=between)
     return pre, post
+
+
+async def drain_cpu(handler: SolarisHandler, *, between: Callable[[], None] | None = None) -> float:
+    """CPU seconds of running the queued settles now (`between` runs first, not counted)."""
+    if between is not None:
+        between()
+    c0 = time.process_time()
+    await handler.drain()
+    return time.process_time() - c0
 
 
 async def pings_cpu(channel: RedisChannel, requests: int, *, between: Callable[[], None]) -> float:
@@ -245,9 +250,7 @@ async def run(
         for i in range(requests):
             pre, post = await hook_cpu(handler, emails, 1, users + i, pre_walls=pre_wall, batch=0)
             if (i + 1) % WARM_BATCH == 0 or i == requests - 1:
-                c0 = time.process_time()
-                await handler.drain()
-                post += time.process_time() - c0
+                post += await drain_cpu(handler)
             c3 = time.process_time()
             await runtime.redis.ping()
             await runtime.redis.ping()
